@@ -1,0 +1,225 @@
+"""Shared machinery of the functional environments: the state type, the base class and validation.
+
+Every environment is a pure, single-instance functional environment in Gymnasium's functional-env
+style: ``initial``, ``transition``, ``observation``, ``reward`` and ``terminal`` take explicit
+parameters, contain no Python side effects, and work under ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
+The physics of each problem lives in its own module; this one holds only what they share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+ParamsT = TypeVar("ParamsT")
+
+
+class EnvState(NamedTuple):
+    """State of one environment instance.
+
+    ``physics`` is the physical state in the layout of the specification (float); ``time`` is the
+    number of steps taken since reset (int32 scalar). Differentiate with respect to ``physics``.
+    """
+
+    physics: Array
+    time: Array
+
+
+def float_dtype() -> jnp.dtype:
+    """The default float dtype: float32, or float64 when JAX x64 mode is enabled."""
+    return jnp.result_type(float)
+
+
+def static_field(default: Any) -> Any:
+    """A dataclass field that is static (shape-determining) under jit, not a differentiable leaf."""
+    return dataclasses.field(default=default, metadata={"static": True})
+
+
+def params_dataclass(cls: type) -> type:
+    """Make ``cls`` a frozen dataclass registered as a JAX pytree.
+
+    Fields declared with :func:`static_field` are static metadata; every other field is a leaf, so
+    float parameters can be traced and differentiated.
+    """
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    return jax.tree_util.register_dataclass(cls)
+
+
+def _concrete_number(value: Any) -> float | None:
+    """The value as a Python float when it is a concrete number, else None (tracers, arrays)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return float(value)
+    return None
+
+
+def check_positive(name: str, value: Any, *, integer: bool = False, minimum: float = 0.0,
+                   inclusive: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a finite number > minimum (>= with ``inclusive``).
+
+    Traced and array values are not checked (they appear inside jit, grad and tree operations).
+    """
+    if integer:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer >= {int(minimum) + (0 if inclusive else 1)}, "
+                             f"got {value!r}")
+    number = _concrete_number(value)
+    if number is None:
+        return
+    below = number < minimum if inclusive else number <= minimum
+    if not math.isfinite(number) or below:
+        relation = ">=" if inclusive else ">"
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{name} must be {kind} {relation} {minimum:g}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_action_shape(action: Any, expected: tuple[int, ...]) -> Array:
+    """Return ``action`` as a float array of shape ``expected``, or raise ValueError.
+
+    A scalar is accepted where the action has exactly one entry. The check is static (shapes are
+    known at trace time), so it raises at the call even under jit.
+    """
+    action = jnp.asarray(action)
+    if action.shape != expected and not (action.size == 1 and math.prod(expected) == 1):
+        raise ValueError(f"action must have shape {expected}, got shape {action.shape}")
+    if not jnp.issubdtype(action.dtype, jnp.floating):
+        action = action.astype(float_dtype())
+    return action.reshape(expected)
+
+
+class FunctionalEnv(Generic[ParamsT]):
+    """Base class: a pure, single-instance environment with explicit parameters.
+
+    Subclasses set ``name`` and ``params_type`` and implement :meth:`initial_physics`,
+    :meth:`step_physics`, :meth:`step_loss` and the spaces. Every method takes ``params``; when it is
+    None the environment's ``default_params`` are used. All methods are pure JAX functions.
+    """
+
+    name: ClassVar[str]
+    params_type: ClassVar[type]
+
+    def __init__(self, params: ParamsT | None = None, **overrides: Any):
+        if params is None:
+            params = self.params_type(**overrides)
+        elif overrides:
+            params = dataclasses.replace(params, **overrides)
+        if not isinstance(params, self.params_type):
+            raise ValueError(f"params must be a {self.params_type.__name__}, got {type(params).__name__}")
+        self.default_params: ParamsT = params
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.default_params})"
+
+    def _params(self, params: ParamsT | None) -> ParamsT:
+        return self.default_params if params is None else params
+
+    # --- the physics, implemented by each environment module -----------------------------------
+    def initial_physics(self, key: Array, params: ParamsT) -> Array:
+        raise NotImplementedError
+
+    def step_physics(self, physics: Array, action: Array, params: ParamsT) -> Array:
+        raise NotImplementedError
+
+    def step_loss(self, action: Array, next_physics: Array, next_time: Array, params: ParamsT) -> Array:
+        """This step's contribution to the instance's loss; the episode sum is the spec's loss."""
+        raise NotImplementedError
+
+    def num_steps(self, params: ParamsT | None = None) -> int:
+        """Episode length (steps); episodes end by truncation after it."""
+        return self._params(params).num_steps
+
+    def action_shape(self, params: ParamsT | None = None) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def physics_shape(self, params: ParamsT | None = None) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    # --- Gymnasium functional-env interface ------------------------------------------------------
+    def initial(self, rng: Array, params: ParamsT | None = None) -> EnvState:
+        """A state drawn from the starting distribution; ``rng`` is a JAX PRNG key."""
+        params = self._params(params)
+        return EnvState(self.initial_physics(rng, params), jnp.zeros((), jnp.int32))
+
+    def transition(self, state: EnvState, action: Any, rng: Array | None = None,
+                   params: ParamsT | None = None) -> EnvState:
+        """One simulator step. Deterministic: ``rng`` is accepted for API compatibility only."""
+        params = self._params(params)
+        action = check_action_shape(action, self.action_shape(params))
+        return EnvState(self.step_physics(state.physics, action, params), state.time + 1)
+
+    def observation(self, state: EnvState, rng: Array | None = None,
+                    params: ParamsT | None = None) -> Array:
+        """The full physical state in the spec's layout."""
+        return state.physics
+
+    def reward(self, state: EnvState, action: Any, next_state: EnvState, rng: Array | None = None,
+               params: ParamsT | None = None) -> Array:
+        """Minus this step's loss contribution: the episode return is minus the instance's loss."""
+        params = self._params(params)
+        action = check_action_shape(action, self.action_shape(params))
+        return -self.step_loss(action, next_state.physics, next_state.time, params)
+
+    def terminal(self, state: EnvState, rng: Array | None = None, params: ParamsT | None = None) -> Array:
+        """Whether the episode has reached its horizon (the only way an episode ends)."""
+        return state.time >= self.num_steps(params)
+
+    def state_info(self, state: EnvState, params: ParamsT | None = None) -> dict[str, Array]:
+        return {}
+
+    def transition_info(self, state: EnvState, action: Any, next_state: EnvState,
+                        params: ParamsT | None = None) -> dict[str, Array]:
+        """Loss terms of this transition (see each environment)."""
+        params = self._params(params)
+        action = check_action_shape(action, self.action_shape(params))
+        return self.loss_terms(action, next_state.physics, next_state.time, params)
+
+    def loss_terms(self, action: Array, next_physics: Array, next_time: Array,
+                   params: ParamsT) -> dict[str, Array]:
+        return {"loss": self.step_loss(action, next_physics, next_time, params)}
+
+    # --- conveniences built on the interface -----------------------------------------------------
+    def rollout(self, initial_state: EnvState, actions: Array,
+                params: ParamsT | None = None) -> tuple[EnvState, Array]:
+        """Open-loop rollout with ``lax.scan``.
+
+        ``actions`` has shape (num_steps, *action_shape). Returns (final state, per-step losses of
+        shape (num_steps,)); the loss of the instance is the sum of the per-step losses.
+        """
+        params = self._params(params)
+
+        def body(state, action):
+            next_state = self.transition(state, action, None, params)
+            return next_state, -self.reward(state, action, next_state, None, params)
+
+        return jax.lax.scan(body, initial_state, actions)
+
+    def episode_loss(self, initial_state: EnvState, actions: Array, params: ParamsT | None = None) -> Array:
+        """The spec's loss of one instance under an open-loop control sequence (scalar)."""
+        return self.rollout(initial_state, actions, params)[1].sum()
+
+    def render_image(self, state: EnvState, render_state: Any = None,
+                     params: ParamsT | None = None) -> tuple[Any, np.ndarray]:
+        """An (H, W, 3) uint8 frame of ``state``."""
+        raise NotImplementedError
+
+    def render_init(self, params: ParamsT | None = None, **kwargs: Any) -> None:
+        return None
+
+    def render_close(self, render_state: Any, params: ParamsT | None = None) -> None:
+        return None
+

@@ -1,0 +1,21 @@
+"""trainers: train controllers by backpropagating through diffenvs rollouts.
+
+>>> from trainers import train
+>>> result = train(task="cartpole", env_params={"num_poles": 1}, strategy="combined", epochs=30)
+"""
+
+from trainers.networks import MLP, Controller, QuantumCNN, from_flax, study_controller
+from trainers.presets import COMPLEXITY_LEVELS, study_preset
+from trainers.rollout import Problem, make_gate, rollout_loss
+from trainers.strategies import (
+    STRATEGIES, Strategy, StrategyResult, bptt, combined, es, gated, get_strategy, modified, network_only,
+    one_step, sign_agreement, truncated,
+)
+from trainers.training import OPTIMIZERS, NonFiniteError, TrainConfig, TrainResult, train
+
+__all__ = [
+    "MLP", "Controller", "QuantumCNN", "from_flax", "study_controller", "COMPLEXITY_LEVELS", "study_preset",
+    "Problem", "make_gate", "rollout_loss", "STRATEGIES", "Strategy", "StrategyResult", "bptt", "combined",
+    "es", "gated", "get_strategy", "modified", "network_only", "one_step", "sign_agreement", "truncated",
+    "OPTIMIZERS", "NonFiniteError", "TrainConfig", "TrainResult", "train",
+]

@@ -200,14 +200,16 @@ class _Progress:
 
 def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
           controller: Controller | None = None, optimizer: optax.GradientTransformation | None = None,
-          quiet: bool = False, overwrite: bool = False, **overrides: Any) -> TrainResult:
+          quiet: bool = False, overwrite: bool = False,
+          callback: Callable[[dict[str, float]], None] | None = None, **overrides: Any) -> TrainResult:
     """Train a controller; returns its params and per-epoch metrics.
 
     ``config`` (or keyword overrides of :class:`TrainConfig`) defines the run. With ``out`` the run
     directory gets ``config.json``, ``metrics.csv`` (one row per epoch, epoch 0 = before training)
     and ``checkpoint.npz``; calling ``train`` again on an existing run directory with the same
     configuration resumes it from its last checkpoint and ends with exactly the parameters and metrics
-    of an uninterrupted run. ``controller`` replaces the study's network; ``optimizer`` (any optax
+    of an uninterrupted run. ``callback(row)`` is called after each epoch is recorded (and
+    checkpointed when due); raising from it stops the run. ``controller`` replaces the study's network; ``optimizer`` (any optax
     transformation) replaces the named optimizer and the clipping.
     """
     config = dataclasses.replace(config, **overrides) if config is not None else TrainConfig(**overrides)
@@ -289,6 +291,8 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
                 rundir.append_metrics(run_dir, row)
                 if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
                     rundir.save_checkpoint(run_dir, epoch, state)
+            if callback is not None:
+                callback(row)
     finally:
         progress.close()
     return TrainResult(state.params, rows, run_dir)

@@ -1,0 +1,253 @@
+"""Training: learning on the study protocol, resume, determinism, clipping, bad input, the CLI."""
+
+import dataclasses
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from trainers import rundir
+from trainers.cli import plot_main, train_main
+from trainers.networks import Controller, QuantumCNN, study_controller
+from trainers.presets import study_preset
+from trainers.strategies import Strategy, StrategyResult, bptt
+from trainers.training import NonFiniteError, TrainConfig, train
+
+TINY = dict(task="cartpole", env_params={"num_poles": 1, "num_steps": 20}, num_train=16, num_test=16,
+            batch_size=8, epochs=6, checkpoint_every=2)
+
+
+def _without_time(rows):
+    """Rows without the wall time, with NaN made comparable."""
+    return [{key: "nan" if value != value else value for key, value in row.items() if key != "epoch_seconds"}
+            for row in rows]
+
+
+def _same_params(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_combined_learns_the_one_pole_cartpole_and_one_step_does_not():
+    """The study protocol on one pole: combined below 0.02 within 30 epochs, one_step above 0.5."""
+    combined = train(study_preset("cartpole", 1, strategy="combined", epochs=30), quiet=True)
+    one_step = train(study_preset("cartpole", 1, strategy="one_step", epochs=30), quiet=True)
+    assert combined.metrics[0]["test_loss"] > 1.9          # untrained: poles hang
+    assert min(row["test_loss"] for row in combined.metrics) < 0.02
+    assert combined.metrics[-1]["test_loss"] < 0.02
+    assert min(row["test_loss"] for row in one_step.metrics) > 0.5
+    cosines = [row["cosine"] for row in combined.metrics[1:]]
+    assert all(-1.0 <= c <= 1.0 for c in cosines)
+    assert all(math.isnan(row["cosine"]) for row in one_step.metrics)
+
+
+def test_same_seed_same_metrics_and_different_seed_different():
+    first = train(TrainConfig(**TINY), quiet=True)
+    second = train(TrainConfig(**TINY), quiet=True)
+    other = train(TrainConfig(**{**TINY, "seed": 1}), quiet=True)
+    assert _without_time(first.metrics) == _without_time(second.metrics)
+    assert _same_params(first.params, second.params)
+    assert _without_time(first.metrics) != _without_time(other.metrics)
+
+
+def test_resume_after_an_interruption_is_bitwise_identical(tmp_path):
+    config = TrainConfig(**TINY)
+    reference = train(config, out=tmp_path / "reference", quiet=True)
+
+    def interrupt(row):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out=tmp_path / "resumed", quiet=True, callback=interrupt)
+    assert len(rundir.read_metrics(tmp_path / "resumed")) == 4         # epochs 0..3
+    resumed = train(config, out=tmp_path / "resumed", quiet=True)
+    assert _same_params(resumed.params, reference.params)
+    assert _without_time(resumed.metrics) == _without_time(reference.metrics)
+    assert _without_time(rundir.read_metrics(tmp_path / "resumed")) == _without_time(reference.metrics)
+    # a finished run is not trained again
+    again = train(config, out=tmp_path / "resumed", quiet=True)
+    assert _same_params(again.params, reference.params)
+
+
+def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
+    config = TrainConfig(**TINY)
+    reference = train(config, out=tmp_path / "reference", quiet=True)
+    script = (
+        "import os, signal, sys\n"
+        "from trainers.training import TrainConfig, train\n"
+        f"config = TrainConfig(**{TINY!r})\n"
+        "def kill(row):\n"
+        "    if row['epoch'] == 5:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"train(config, out={str(tmp_path / 'killed')!r}, quiet=True, callback=kill)\n")
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert process.returncode == -signal.SIGKILL, process.stderr.decode()
+    assert len(rundir.read_metrics(tmp_path / "killed")) == 6          # epochs 0..5 written
+    with np.load(tmp_path / "killed" / rundir.CHECKPOINT_FILE, allow_pickle=False) as saved:
+        assert int(saved["epoch"]) == 4                                   # epoch 5 was not checkpointed
+    resumed = train(config, out=tmp_path / "killed", quiet=True)      # resumes from epoch 4
+    assert _same_params(resumed.params, reference.params)
+    assert _without_time(rundir.read_metrics(tmp_path / "killed")) == _without_time(reference.metrics)
+
+
+def test_a_cut_short_metrics_line_is_dropped_on_resume(tmp_path):
+    config = TrainConfig(**TINY)
+    reference = train(config, out=tmp_path / "reference", quiet=True)
+    def interrupt(row):
+        if row["epoch"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out=tmp_path / "run", quiet=True, callback=interrupt)
+    with open(tmp_path / "run" / rundir.METRICS_FILE, "a") as handle:
+        handle.write("5,0.1,0.")                                       # a write cut short
+    resumed = train(config, out=tmp_path / "run", quiet=True)
+    assert _same_params(resumed.params, reference.params)
+
+
+def test_a_different_configuration_in_the_run_directory_is_refused(tmp_path):
+    train(TrainConfig(**TINY), out=tmp_path, quiet=True)
+    with pytest.raises(ValueError, match="different configuration.*learning_rate"):
+        train(TrainConfig(**{**TINY, "learning_rate": 0.01}), out=tmp_path, quiet=True)
+    result = train(TrainConfig(**{**TINY, "learning_rate": 0.01, "epochs": 1}), out=tmp_path, quiet=True,
+                   overwrite=True)
+    assert [row["epoch"] for row in rundir.read_metrics(tmp_path)] == [0, 1]
+    assert result.metrics[-1]["epoch"] == 1
+
+
+def test_checkpoints_are_plain_npz_without_pickles(tmp_path):
+    train(TrainConfig(**TINY), out=tmp_path, quiet=True)
+    with np.load(tmp_path / rundir.CHECKPOINT_FILE, allow_pickle=False) as archive:
+        assert int(archive["epoch"]) == TINY["epochs"]
+        assert all(archive[name].dtype != object for name in archive.files)
+
+
+@pytest.mark.parametrize("clip", ["value", "norm"])
+def test_clipping_bounds_the_update(clip):
+    """With plain SGD at learning rate 1, one update moves the weights by the clipped update."""
+    threshold = 1e-4
+    config = TrainConfig(**{**TINY, "num_train": 8, "epochs": 1, "optimizer": "sgd", "learning_rate": 1.0,
+                            "clip": clip, "clip_threshold": threshold, "strategy": "bptt"})
+    env = config.make_env()
+    controller = study_controller(env.name, env.physics_shape(), env.action_shape())
+    initial = controller.init(jax.random.split(jax.random.PRNGKey(config.seed), 4)[2])
+    result = train(config, quiet=True)
+    step = np.concatenate([np.ravel(a - b) for a, b in zip(jax.tree.leaves(result.params),
+                                                           jax.tree.leaves(initial))])
+    assert result.metrics[1]["update_norm_squared"] > threshold**2          # the clip was active
+    if clip == "value":
+        assert np.max(np.abs(step)) <= threshold * (1 + 1e-5)
+        assert np.max(np.abs(step)) >= threshold * (1 - 1e-5)
+    else:
+        np.testing.assert_allclose(np.linalg.norm(step), threshold, rtol=1e-3)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"strategy": "sideways"}, "strategy must be one of"),
+    ({"optimizer": "adamw2"}, "optimizer must be one of"),
+    ({"batch_size": 300}, "batch_size must be at most num_train"),
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"learning_rate": 0.0}, "learning_rate must be a finite number > 0"),
+    ({"learning_rate": -1e-3}, "learning_rate must be a finite number > 0"),
+    ({"clip": "both"}, "clip must be one of"),
+    ({"task": "pendulum"}, "name must be one of"),
+])
+def test_bad_training_input_is_rejected_before_compiling(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides)
+
+
+def test_non_finite_losses_stop_the_run_and_keep_the_checkpoint(tmp_path):
+    """A controller that turns NaN after 6 updates (2 per epoch): epoch 3 fails, epoch 2 is kept."""
+    config = TrainConfig(**{**TINY, "optimizer": "sgd", "learning_rate": 1.0, "checkpoint_every": 1})
+    env = config.make_env()
+    network = study_controller(env.name, env.physics_shape(), env.action_shape())
+
+    def apply(params, observations):
+        forces = network.apply(params["network"], observations)
+        return jnp.where(params["clock"][0] > 5.5, jnp.nan, forces)
+
+    controller = Controller(init=lambda key: {"network": network.init(key), "clock": jnp.zeros(1)},
+                            apply=apply)
+
+    def count_updates(problem, params, states, key):   # descending -1 moves the clock by +1
+        loss, update, metrics = bptt(problem, params, states, key)
+        zeros = jax.tree.map(jnp.zeros_like, update["network"])
+        return StrategyResult(loss, {"network": zeros, "clock": -jnp.ones(1)}, metrics)
+
+    config = dataclasses.replace(config, strategy=Strategy("count_updates", count_updates))
+    with pytest.raises(NonFiniteError, match="epoch 3: non-finite"):
+        train(config, out=tmp_path, quiet=True, controller=controller)
+    with np.load(tmp_path / rundir.CHECKPOINT_FILE, allow_pickle=False) as saved:
+        assert int(saved["epoch"]) == 2
+        assert all(np.all(np.isfinite(saved[name])) for name in saved.files)
+    assert rundir.read_config(tmp_path)["strategy"] == "custom:count_updates"
+    assert [row["epoch"] for row in rundir.read_metrics(tmp_path)] == [0, 1, 2]
+
+
+def test_quantum_cnn_has_the_study_shapes():
+    network = QuantumCNN(output_shape=(1,))
+    params = network.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 2)))["params"]
+    shapes = {name: tuple(layer["kernel"].shape) for name, layer in params.items()}
+    assert shapes == {"Conv_0": (3, 2, 1, 60), "Conv_1": (3, 60, 60), "Dense_0": (420, 1)}
+    assert np.any(params["Dense_0"]["kernel"] != 0)                        # not zeroed for quantum
+    assert network.apply({"params": params}, jnp.ones((5, 32, 2))).shape == (5, 1)
+
+
+def test_study_mlp_starts_with_zero_control():
+    controller = study_controller("GuidanceByRepulsion", (6, 2, 2), (2, 2))
+    params = controller.init(jax.random.PRNGKey(0))
+    controls = controller.apply(params, jax.random.normal(jax.random.PRNGKey(1), (3, 6, 2, 2)))
+    assert controls.shape == (3, 2, 2)
+    np.testing.assert_array_equal(controls, 0.0)
+    hidden = params["params"]["Dense_0"]
+    assert hidden["kernel"].shape == (24, 100) and np.all(hidden["bias"] == 0)
+    limit = math.sqrt(6 / (24 + 100))                                      # Glorot-uniform bound
+    assert np.max(np.abs(hidden["kernel"])) <= limit and np.max(np.abs(hidden["kernel"])) > 0.9 * limit
+
+
+def test_presets_follow_the_study_protocol():
+    config = study_preset("guidance", 0.001, strategy="bptt", clip="norm")
+    assert config.env_params == {"regularization": 0.001}
+    assert (config.num_train, config.num_test, config.batch_size, config.epochs) == (256, 256, 8, 1000)
+    assert (config.optimizer, config.learning_rate, config.clip) == ("adam", 1e-3, "norm")
+    with pytest.raises(ValueError, match="level must be one of"):
+        study_preset("cartpole", 7)
+
+
+def test_command_line_trains_resumes_and_plots(tmp_path, capsys):
+    out = tmp_path / "run"
+    arguments = ["cartpole", "--poles", "2", "--strategy", "bptt", "--clip", "value", "--epochs", "2",
+                 "--train-size", "16", "--test-size", "16", "--out", str(out), "--quiet"]
+    assert train_main(arguments) == 0
+    assert (out / "test_loss.png").stat().st_size > 1000
+    config = rundir.read_config(out)
+    assert config["env_params"] == {"num_poles": 2} and config["clip"] == "value"
+    assert [row["epoch"] for row in rundir.read_metrics(out)] == [0, 1, 2]
+    assert train_main(arguments + ["--resume"]) == 0                         # already complete
+    figure = tmp_path / "figure.png"
+    assert plot_main([str(out), "--out", str(figure)]) == 0
+    assert figure.stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        train_main(["cartpole", "--rc", "0.1", "--out", str(tmp_path / "x")])   # --rc is for guidance
+    with pytest.raises(SystemExit):
+        train_main(["cartpole", "--epochs", "0", "--out", str(tmp_path / "y")])
+    assert "epochs must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        plot_main([str(tmp_path / "missing")])
+
+
+def test_command_line_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--poles", "--rc", "--target", "--strategy", "--clip", "--epochs", "--seed", "--out",
+                   "--resume", "--quiet", "--optimizer", "--lr"):
+        assert option in text

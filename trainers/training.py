@@ -8,6 +8,7 @@ epochs only writes metrics and checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -51,7 +52,8 @@ class TrainConfig:
 
     task: environment name ("cartpole", "guidance", "quantum" or a canonical name).
     env_params: parameters of the environment (e.g. {"num_poles": 2}).
-    strategy: gradient strategy name (see :mod:`trainers.strategies`); truncate_every,
+    strategy: gradient strategy name (see :mod:`trainers.strategies`) or a
+    :class:`~trainers.strategies.Strategy` object (recorded as "custom:NAME"); truncate_every,
     es_population and es_noise parametrise "truncated" and "es".
     optimizer: name in :data:`OPTIMIZERS`; learning_rate > 0.
     clip: "none", "value" or "norm" (global norm), applied to the update before the optimizer, with
@@ -64,7 +66,7 @@ class TrainConfig:
 
     task: str = "cartpole"
     env_params: dict = dataclasses.field(default_factory=dict)
-    strategy: str = "combined"
+    strategy: str | Strategy = "combined"
     truncate_every: int | None = None
     es_population: int = 32
     es_noise: float = 0.02
@@ -118,7 +120,11 @@ class TrainConfig:
         return optimizer
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The configuration as JSON-ready values."""
+        record = dataclasses.asdict(self)
+        if isinstance(self.strategy, Strategy):
+            record["strategy"] = f"custom:{self.strategy.name}"
+        return record
 
 
 class TrainState(NamedTuple):
@@ -151,12 +157,12 @@ def _tree_squared_norm(tree: Any) -> jax.Array:
 
 
 def make_epoch(problem: Problem, strategy: Strategy, optimizer: optax.GradientTransformation,
-               train_states: EnvState, test_states: EnvState, batch_size: int) -> Callable:
-    """The compiled-once epoch: ``epoch(train_state) -> (train_state, metrics dict of scalars)``."""
-    num_batches = train_states.physics.shape[0] // batch_size
-    used = num_batches * batch_size
-    batches = jax.tree.map(lambda x: x[:used].reshape(num_batches, batch_size, *x.shape[1:]), train_states)
+               batch_size: int) -> Callable:
+    """The jitted epoch: ``epoch(train_state, train_states, test_states) -> (train_state, metrics)``.
 
+    The training states are split into ``len // batch_size`` batches in a fixed order; metrics are
+    scalars (mean batch loss, full train and test losses, mean squared update norm, mean cosine).
+    """
     def update(state: TrainState, batch: EnvState):
         key, step_key = jax.random.split(state.key)
         result = strategy(problem, state.params, batch, step_key)
@@ -165,7 +171,10 @@ def make_epoch(problem: Problem, strategy: Strategy, optimizer: optax.GradientTr
         cosine = result.metrics.get("cosine", jnp.full((), jnp.nan, result.loss.dtype))
         return TrainState(params, optimizer_state, key), (result.loss, _tree_squared_norm(result.update), cosine)
 
-    def epoch(state: TrainState):
+    def epoch(state: TrainState, train_states: EnvState, test_states: EnvState):
+        num_batches = train_states.physics.shape[0] // batch_size
+        batches = jax.tree.map(
+            lambda x: x[:num_batches * batch_size].reshape(num_batches, batch_size, *x.shape[1:]), train_states)
         state, (losses, norms, cosines) = jax.lax.scan(update, state, batches)
         metrics = {"batch_loss": jnp.mean(losses),
                    "train_loss": rollout_loss(problem, state.params, train_states),
@@ -175,6 +184,45 @@ def make_epoch(problem: Problem, strategy: Strategy, optimizer: optax.GradientTr
         return state, metrics
 
     return jax.jit(epoch)
+
+
+class _Compiled(NamedTuple):
+    """What a configuration compiles to; reused by runs that differ only in seed and length."""
+
+    env: FunctionalEnv
+    problem: Problem
+    strategy: Strategy
+    optimizer: optax.GradientTransformation
+    epoch: Callable
+    evaluate: Callable
+    executables: dict
+
+
+_COMPILED: dict[str, _Compiled] = {}
+_SHARED_FIELDS_EXCLUDED = ("seed", "epochs", "checkpoint_every")
+
+
+def _compile(config: TrainConfig, controller: Controller | None,
+             optimizer: optax.GradientTransformation | None) -> _Compiled:
+    """Build (or reuse, for study controllers, named optimizers and named strategies) the programs."""
+    shareable = controller is None and optimizer is None and isinstance(config.strategy, str)
+    cache_key = json.dumps({key: value for key, value in config.to_dict().items()
+                            if key not in _SHARED_FIELDS_EXCLUDED}, sort_keys=True)
+    if shareable and cache_key in _COMPILED:
+        return _COMPILED[cache_key]
+    env = config.make_env()
+    strategy = config.make_strategy()
+    controller = controller or study_controller(env.name, env.physics_shape(), env.action_shape())
+    optimizer = optimizer or config.make_optimizer()
+    problem = Problem(env, env.default_params, controller)
+    compiled = _Compiled(env, problem, strategy, optimizer,
+                         make_epoch(problem, strategy, optimizer, config.batch_size),
+                         jax.jit(lambda params, states: rollout_loss(problem, params, states)), {})
+    if shareable:
+        if len(_COMPILED) >= 16:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[cache_key] = compiled
+    return compiled
 
 
 class _Progress:
@@ -213,13 +261,10 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
     transformation) replaces the named optimizer and the clipping.
     """
     config = dataclasses.replace(config, **overrides) if config is not None else TrainConfig(**overrides)
-    strategy = config.make_strategy()
-    env = config.make_env()
     custom = {"controller": "custom" if controller is not None else "study",
               "optimizer_object": "custom" if optimizer is not None else None}
-    controller = controller or study_controller(env.name, env.physics_shape(), env.action_shape())
-    optimizer = optimizer or config.make_optimizer()
-    problem = Problem(env, env.default_params, controller)
+    env, problem, strategy, optimizer, epoch_fn, evaluate, executables = _compile(config, controller, optimizer)
+    controller = problem.controller
 
     run_dir = Path(out) if out is not None else None
     record = {**config.to_dict(), **{k: v for k, v in custom.items() if v is not None},
@@ -243,38 +288,32 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
     params = controller.init(init_key)
     state = TrainState(params, optimizer.init(params), strategy_key)
 
-    start_epoch, rows = 0, []
-    if run_dir is not None:
-        loaded = rundir.load_checkpoint(run_dir, state)
-        if loaded is not None:
-            start_epoch, state = loaded
-            rows = [row for row in rundir.read_metrics(run_dir) if row["epoch"] <= start_epoch]
-            if len(rows) != start_epoch + 1:
-                raise ValueError(f"out: {run_dir}/metrics.csv has {len(rows)} complete rows up to the "
-                                 f"checkpoint at epoch {start_epoch}, expected {start_epoch + 1}")
-        else:
-            evaluate = jax.jit(lambda p, s: rollout_loss(problem, p, s))
-            initial_train, initial_test = float(evaluate(params, train_states)), float(evaluate(params, test_states))
-            rows = [{"epoch": 0, "batch_loss": math.nan, "train_loss": initial_train,
-                     "test_loss": initial_test, "update_norm_squared": math.nan, "cosine": math.nan,
-                     "epoch_seconds": 0.0}]
-        rundir.write_metrics(run_dir, rows)
+    loaded = rundir.load_checkpoint(run_dir, state) if run_dir is not None else None
+    if loaded is not None:
+        start_epoch, state = loaded
+        rows = [row for row in rundir.read_metrics(run_dir) if row["epoch"] <= start_epoch]
+        if len(rows) != start_epoch + 1:
+            raise ValueError(f"out: {run_dir}/metrics.csv has {len(rows)} complete rows up to the "
+                             f"checkpoint at epoch {start_epoch}, expected {start_epoch + 1}")
     else:
-        evaluate = jax.jit(lambda p, s: rollout_loss(problem, p, s))
+        start_epoch = 0
         rows = [{"epoch": 0, "batch_loss": math.nan, "train_loss": float(evaluate(params, train_states)),
                  "test_loss": float(evaluate(params, test_states)), "update_norm_squared": math.nan,
                  "cosine": math.nan, "epoch_seconds": 0.0}]
-
+    if run_dir is not None:
+        rundir.write_metrics(run_dir, rows)
     if start_epoch >= config.epochs:
         return TrainResult(state.params, rows, run_dir)
 
-    epoch_fn = make_epoch(problem, strategy, optimizer, train_states, test_states, config.batch_size)
-    compiled = epoch_fn.lower(state).compile()
+    signature = str(jax.tree.map(lambda x: (x.shape, x.dtype), (state, train_states, test_states)))
+    if signature not in executables:
+        executables[signature] = epoch_fn.lower(state, train_states, test_states).compile()
+    compiled = executables[signature]
     progress = _Progress(config.epochs, start_epoch, quiet, f"{env.name} {strategy.name}")
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             started = time.perf_counter()
-            new_state, metrics = compiled(state)
+            new_state, metrics = compiled(state, train_states, test_states)
             metrics = {name: float(value) for name, value in metrics.items()}
             seconds = time.perf_counter() - started
             row = {"epoch": epoch, **metrics, "epoch_seconds": seconds}

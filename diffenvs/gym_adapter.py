@@ -58,6 +58,21 @@ def _to_control(action: jax.Array, action_scale: float | None) -> jax.Array:
     return action_scale * jnp.clip(action, -1.0, 1.0)
 
 
+_PROGRAMS: dict[Any, Any] = {}
+
+
+def _shared_programs(kind: str, env: FunctionalEnv, action_scale: float | None, build: Any, *extra: Any) -> Any:
+    """Jitted programs shared by adapters of equal environments, so each compiles once per process."""
+    try:
+        key = (kind, type(env), env.default_params, action_scale, *extra)
+        hash(key)
+    except TypeError:  # parameters given as arrays: not shareable
+        return build()
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = build()
+    return _PROGRAMS[key]
+
+
 def _check_state_option(env: FunctionalEnv, state: Any, shape: tuple[int, ...]) -> jax.Array:
     array = np.asarray(state, dtype=np.float64)
     if array.shape != shape:
@@ -65,6 +80,20 @@ def _check_state_option(env: FunctionalEnv, state: Any, shape: tuple[int, ...]) 
     if not np.all(np.isfinite(array)):
         raise ValueError("options['state'] must be finite")
     return jnp.asarray(array, dtype=jnp.result_type(float))
+
+
+def _transition_step(functional_env: FunctionalEnv, action_scale: float | None):
+    """step(state, action) -> (next state, reward, info) for one instance, action scaled."""
+    def step(state: EnvState, action: jax.Array) -> tuple[EnvState, jax.Array, dict]:
+        control = _to_control(action, action_scale)
+        next_state = functional_env.transition(state, control)
+        reward = functional_env.reward(state, control, next_state)
+        return next_state, reward, functional_env.transition_info(state, control, next_state)
+    return step
+
+
+def _single_programs(functional_env: FunctionalEnv, action_scale: float | None):
+    return jax.jit(_transition_step(functional_env, action_scale)), jax.jit(functional_env.initial)
 
 
 class GymEnv(gym.Env):
@@ -89,16 +118,8 @@ class GymEnv(gym.Env):
         self.observation_space = _observation_space(self.functional_env)
         self.action_space = _action_space(self.functional_env, action_scale)
         self.state: EnvState | None = None
-        functional_env, scale = self.functional_env, action_scale
-
-        def step(state: EnvState, action: jax.Array) -> tuple[EnvState, jax.Array, dict]:
-            control = _to_control(action, scale)
-            next_state = functional_env.transition(state, control)
-            reward = functional_env.reward(state, control, next_state)
-            return next_state, reward, functional_env.transition_info(state, control, next_state)
-
-        self._step = jax.jit(step)
-        self._initial = jax.jit(functional_env.initial)
+        self._step, self._initial = _shared_programs("single", self.functional_env, action_scale,
+                                                     lambda: _single_programs(self.functional_env, action_scale))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -117,7 +138,7 @@ class GymEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         action = _check_action(action, self.action_space.shape)
         self.state, reward, info = self._step(self.state, jnp.asarray(action, jnp.result_type(float)))
-        truncated = int(self.state.time) >= self.functional_env.num_steps()
+        truncated = int(self.state.time) >= self.functional_env.num_steps()  # gym.make adds TimeLimit
         info = {key: float(value) for key, value in info.items()}
         return self._observation(), float(reward), False, truncated, info
 
@@ -133,15 +154,43 @@ class GymEnv(gym.Env):
         return np.asarray(self.state.physics, dtype=np.float32)
 
 
+def _vector_programs(functional_env: FunctionalEnv, action_scale: float | None, num_envs: int, horizon: int):
+    """Jitted (step, step_with_reset, reset) for ``num_envs`` instances truncated after ``horizon``."""
+    single_step = _transition_step(functional_env, action_scale)
+
+    def step(state, action):
+        next_state, reward, info = jax.vmap(single_step)(state, action)
+        truncated = next_state.time >= horizon
+        return next_state, next_state.physics.astype(jnp.float32), reward.astype(jnp.float32), truncated, info
+
+    def reset(key):
+        reset_key, key = jax.random.split(key)
+        state = jax.vmap(functional_env.initial)(jax.random.split(reset_key, num_envs))
+        return state, state.physics.astype(jnp.float32), key
+
+    def step_with_reset(state, action, key, done):
+        """``step``, except that the instances flagged ``done`` restart from a fresh state."""
+        next_state, _, reward, truncated, info = step(state, action)
+        fresh, _, key = reset(key)
+        next_state = jax.tree.map(
+            lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old), fresh, next_state)
+        return (next_state, next_state.physics.astype(jnp.float32), jnp.where(done, 0.0, reward),
+                jnp.logical_and(truncated, ~done), info, key)
+
+    return jax.jit(step), jax.jit(step_with_reset), jax.jit(reset)
+
+
 class GymVectorEnv(gym.vector.VectorEnv):
     """``num_envs`` instances stepped by one jitted, vmapped call, with Gymnasium's next-step autoreset.
 
     An instance whose previous step ended its episode is reset by the next ``step`` call (its action
     is ignored, its reward is 0 and both end flags are False), as in Gymnasium's own vector envs.
     ``info`` holds each loss term as an array of shape (num_envs,) with a boolean mask ``_name``.
+    ``max_episode_steps`` (optional) truncates episodes earlier than ``num_steps``, as ``gym.make``'s
+    TimeLimit does for the single environment.
     """
 
-    metadata = {"render_modes": RENDER_MODES, "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": RENDER_MODES, "autoreset_mode": AutoresetMode.NEXT_STEP, "render_fps": 30}
 
     def __init__(self, env: str | FunctionalEnv = "CartPole", num_envs: int = 1, *,
                  render_mode: str | None = None, action_scale: float | None = None, **params: Any):
@@ -149,7 +198,7 @@ class GymVectorEnv(gym.vector.VectorEnv):
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode must be one of {RENDER_MODES} or None, got {render_mode!r}")
         _check_action_scale(action_scale)
-        params.pop("max_episode_steps", None)
+        max_episode_steps = params.pop("max_episode_steps", None)
         self.functional_env = make(env, **params) if isinstance(env, str) else env
         self.num_envs = num_envs
         self.render_mode = render_mode
@@ -161,39 +210,14 @@ class GymVectorEnv(gym.vector.VectorEnv):
         self._key = jax.random.PRNGKey(0)
         self.state: EnvState | None = None
         self._done = np.zeros(num_envs, bool)
-        functional_env, scale = self.functional_env, action_scale
-        horizon = functional_env.num_steps()
-
-        def single_step(state, action):
-            control = _to_control(action, scale)
-            next_state = functional_env.transition(state, control)
-            reward = functional_env.reward(state, control, next_state)
-            return next_state, reward, functional_env.transition_info(state, control, next_state)
-
-        def step(state, action):
-            next_state, reward, info = jax.vmap(single_step)(state, action)
-            truncated = next_state.time >= horizon
-            return next_state, next_state.physics.astype(jnp.float32), reward.astype(jnp.float32), \
-                truncated, info
-
-        def step_with_reset(state, action, key, done):
-            """``step``, except that the instances flagged ``done`` restart from a fresh state."""
-            next_state, _, reward, truncated, info = step(state, action)
-            fresh, _, key = reset(key)
-            next_state = jax.tree.map(
-                lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old),
-                fresh, next_state)
-            return (next_state, next_state.physics.astype(jnp.float32), jnp.where(done, 0.0, reward),
-                    jnp.logical_and(truncated, ~done), info, key)
-
-        def reset(key):
-            reset_key, key = jax.random.split(key)
-            state = jax.vmap(functional_env.initial)(jax.random.split(reset_key, num_envs))
-            return state, state.physics.astype(jnp.float32), key
-
-        self._step = jax.jit(step)
-        self._step_with_reset = jax.jit(step_with_reset)
-        self._reset = jax.jit(reset)
+        self.horizon = self.functional_env.num_steps()
+        if max_episode_steps is not None:
+            check_positive("max_episode_steps", max_episode_steps, integer=True)
+            self.horizon = min(self.horizon, max_episode_steps)
+        self._step, self._step_with_reset, self._reset = _shared_programs(
+            "vector", self.functional_env, action_scale,
+            lambda: _vector_programs(self.functional_env, action_scale, num_envs, self.horizon),
+            num_envs, self.horizon)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)

@@ -106,27 +106,29 @@ def cosine_similarity(a: Any, b: Any) -> Array:
 def bptt_and_modified(problem: Problem, params: Any, states: EnvState) -> tuple[Array, Any, Any]:
     """(loss, bptt gradient g, modified gradient m) from ONE forward rollout.
 
-    The forward pass stores each step's residuals (``jax.vjp``); one reverse scan then carries the
-    two adjoints side by side, applying each step's vector-Jacobian products to both at once:
+    The forward pass stores each step's state and the simulator's residuals (``jax.vjp``); one
+    reverse scan then carries the two adjoints side by side, applying each step's vector-Jacobian
+    products to both at once (a batch of two cotangents):
 
         F: λ_t = A_tᵀ λ_{t+1} + K_tᵀ μ_t      P: λ_t = A_tᵀ λ_{t+1}      μ_t = B_tᵀ λ_{t+1} + ∂ℓ_t/∂c_t
         update = Σ_t P_tᵀ μ_t
+
+    The network's residuals are recomputed in the reverse scan from the stored state: storing them
+    would stack a copy of the weights per step, which costs more than the network's forward pass.
     """
     def forward(state: EnvState, _: Any):
-        controls, network_vjp = jax.vjp(lambda x, p: problem.control(p, x, state.time),
-                                        state.physics, params)
+        controls = problem.control(params, state.physics, state.time)
         (next_physics, loss), simulator_vjp = jax.vjp(
             lambda x, c: problem.simulate(x, state.time, c), state.physics, controls)
-        return EnvState(next_physics, state.time + 1), (loss, network_vjp, simulator_vjp)
+        return EnvState(next_physics, state.time + 1), (loss, simulator_vjp, state)
 
-    _, (losses, network_vjps, simulator_vjps) = jax.lax.scan(forward, states, None,
-                                                             length=problem.num_steps)
+    _, (losses, simulator_vjps, trajectory) = jax.lax.scan(forward, states, None, length=problem.num_steps)
 
-    def backward(carry, vjps):
+    def backward(carry, inputs):
         adjoints, gradients = carry                       # leading axis: [bptt, modified]
-        network_vjp, simulator_vjp = vjps
-        ones = jnp.ones((2,), losses.dtype)
-        state_cotangent, control_cotangent = jax.vmap(simulator_vjp)((adjoints, ones))
+        simulator_vjp, state = inputs
+        _, network_vjp = jax.vjp(lambda x, p: problem.control(p, x, state.time), state.physics, params)
+        state_cotangent, control_cotangent = jax.vmap(simulator_vjp)((adjoints, jnp.ones((2,), losses.dtype)))
         network_state_cotangent, param_cotangent = jax.vmap(network_vjp)(control_cotangent)
         keep_network_path = jnp.array([1.0, 0.0], adjoints.dtype).reshape((2,) + (1,) * (adjoints.ndim - 1))
         adjoints = state_cotangent + keep_network_path * network_state_cotangent
@@ -136,7 +138,7 @@ def bptt_and_modified(problem: Problem, params: Any, states: EnvState) -> tuple[
     zero_adjoints = jnp.zeros((2, *states.physics.shape), states.physics.dtype)
     zero_gradients = jax.tree.map(lambda p: jnp.zeros((2, *p.shape), p.dtype), params)
     (_, gradients), _ = jax.lax.scan(backward, (zero_adjoints, zero_gradients),
-                                     (network_vjps, simulator_vjps), reverse=True)
+                                     (simulator_vjps, trajectory), reverse=True)
     true_gradient = jax.tree.map(lambda g: g[0], gradients)
     modified_gradient = jax.tree.map(lambda g: g[1], gradients)
     return jnp.sum(losses), true_gradient, modified_gradient

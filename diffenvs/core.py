@@ -82,6 +82,13 @@ def check_positive(name: str, value: Any, *, integer: bool = False, minimum: flo
         raise ValueError(f"{name} must be {kind} {relation} {minimum:g}, got {value!r}")
 
 
+def check_range(low_name: str, low: Any, high_name: str, high: Any) -> None:
+    """Raise ValueError unless ``high >= low`` (concrete numbers only, like :func:`check_positive`)."""
+    low_number, high_number = _concrete_number(low), _concrete_number(high)
+    if low_number is not None and high_number is not None and high_number < low_number:
+        raise ValueError(f"{high_name} must be >= {low_name} = {low!r}, got {high!r}")
+
+
 def check_choice(name: str, value: Any, choices: tuple) -> None:
     """Raise ValueError unless ``value`` is one of ``choices``."""
     if value not in choices:
@@ -201,6 +208,7 @@ class FunctionalEnv(Generic[ParamsT]):
         shape (num_steps,)); the loss of the instance is the sum of the per-step losses.
         """
         params = self._params(params)
+        self._check_actions(actions, params, full_episode=False)
 
         def body(state, action):
             next_state = self.transition(state, action, None, params)
@@ -208,8 +216,25 @@ class FunctionalEnv(Generic[ParamsT]):
 
         return jax.lax.scan(body, initial_state, actions)
 
+    def _check_actions(self, actions: Array, params: ParamsT, full_episode: bool) -> None:
+        """Raise ValueError unless ``actions`` is (steps, *action_shape), steps = num_steps for a full
+        episode or 1..num_steps otherwise (a single-entry action may be given as (steps,))."""
+        steps, action_shape = self.num_steps(params), self.action_shape(params)
+        shape = tuple(jnp.shape(actions))
+        per_step_ok = len(shape) >= 1 and (shape[1:] == action_shape
+                                           or (shape[1:] == () and math.prod(action_shape) == 1))
+        length_ok = len(shape) >= 1 and (shape[0] == steps if full_episode else 1 <= shape[0] <= steps)
+        if not (per_step_ok and length_ok):
+            length = f"num_steps = {steps}" if full_episode else f"1..num_steps = 1..{steps}"
+            raise ValueError(f"actions must have shape (steps, *action_shape) with steps = {length} and "
+                             f"action_shape = {action_shape}, got shape {shape}")
+
     def episode_loss(self, initial_state: EnvState, actions: Array, params: ParamsT | None = None) -> Array:
-        """The spec's loss of one instance under an open-loop control sequence (scalar)."""
+        """The spec's loss of one instance under an open-loop control sequence (scalar).
+
+        ``actions`` has shape (num_steps, *action_shape).
+        """
+        self._check_actions(actions, self._params(params), full_episode=True)
         return self.rollout(initial_state, actions, params)[1].sum()
 
     def render_image(self, state: EnvState, render_state: Any = None,

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffenvs.core import (
-    Array, EnvState, FunctionalEnv, check_choice, check_positive, float_dtype, params_dataclass,
+    Array, EnvState, FunctionalEnv, check_choice, check_positive, check_range, float_dtype, params_dataclass,
     static_field,
 )
 
@@ -81,6 +81,9 @@ class GuidanceParams:
         for name in ("driver_radius_min", "evader_center_radius_min", "evader_spread",
                      "evader_repulsion", "evader_friction", "driver_friction", "driver_separation"):
             check_positive(name, getattr(self, name), inclusive=True)
+        check_range("driver_radius_min", self.driver_radius_min, "driver_radius_max", self.driver_radius_max)
+        check_range("evader_center_radius_min", self.evader_center_radius_min,
+                    "evader_center_radius_max", self.evader_center_radius_max)
 
     @property
     def dt(self) -> float:

@@ -42,14 +42,22 @@ def _check_action_scale(action_scale: float | None) -> None:
 
 
 def _check_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """The action as a float array of ``shape``; ValueError for a wrong shape or non-finite entries."""
-    array = np.asarray(action, dtype=np.float64)
+    """The action as a numpy array of ``shape`` in JAX's float dtype (float32, or float64 with x64);
+    ValueError for a wrong shape, a non-numeric value or non-finite entries."""
+    array = np.asarray(action)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+            or array.dtype == np.bool_):
+        try:
+            array = array.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"action must be an array of numbers, got {action!r}") from None
     if array.shape != shape and not (array.size == 1 and int(np.prod(shape)) == 1):
         raise ValueError(f"action must have shape {shape}, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"action must be finite, got {array.reshape(-1)[~np.isfinite(array.reshape(-1))][:4]} "
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise ValueError(f"action must be finite, got {array.reshape(-1)[~finite.reshape(-1)][:4]} "
                          f"among its entries")
-    return array.reshape(shape)
+    return array.astype(jnp.result_type(float), copy=False).reshape(shape)
 
 
 def _to_control(action: jax.Array, action_scale: float | None) -> jax.Array:
@@ -136,8 +144,7 @@ class GymEnv(gym.Env):
     def step(self, action: Any):
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        action = _check_action(action, self.action_space.shape)
-        self.state, reward, info = self._step(self.state, jnp.asarray(action, jnp.result_type(float)))
+        self.state, reward, info = self._step(self.state, _check_action(action, self.action_space.shape))
         truncated = int(self.state.time) >= self.functional_env.num_steps()  # gym.make adds TimeLimit
         info = {key: float(value) for key, value in info.items()}
         return self._observation(), float(reward), False, truncated, info
@@ -235,7 +242,7 @@ class GymVectorEnv(gym.vector.VectorEnv):
     def step(self, actions: Any):
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        actions = jnp.asarray(_check_action(actions, self.action_space.shape), jnp.result_type(float))
+        actions = _check_action(actions, self.action_space.shape)  # numpy goes straight into the jitted step
         was_done = self._done
         if np.any(was_done):
             (self.state, observation, reward, truncated, info,

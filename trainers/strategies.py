@@ -104,44 +104,10 @@ def cosine_similarity(a: Any, b: Any) -> Array:
 
 
 def bptt_and_modified(problem: Problem, params: Any, states: EnvState) -> tuple[Array, Any, Any]:
-    """(loss, bptt gradient g, modified gradient m) from ONE forward rollout.
-
-    The forward pass stores each step's state and the simulator's residuals (``jax.vjp``); one
-    reverse scan then carries the two adjoints side by side, applying each step's vector-Jacobian
-    products to both at once (a batch of two cotangents):
-
-        F: λ_t = A_tᵀ λ_{t+1} + K_tᵀ μ_t      P: λ_t = A_tᵀ λ_{t+1}      μ_t = B_tᵀ λ_{t+1} + ∂ℓ_t/∂c_t
-        update = Σ_t P_tᵀ μ_t
-
-    The network's residuals are recomputed in the reverse scan from the stored state: storing them
-    would stack a copy of the weights per step, which costs more than the network's forward pass.
-    """
-    def forward(state: EnvState, _: Any):
-        controls = problem.control(params, state.physics, state.time)
-        (next_physics, loss), simulator_vjp = jax.vjp(
-            lambda x, c: problem.simulate(x, state.time, c), state.physics, controls)
-        return EnvState(next_physics, state.time + 1), (loss, simulator_vjp, state)
-
-    _, (losses, simulator_vjps, trajectory) = jax.lax.scan(forward, states, None, length=problem.num_steps)
-
-    def backward(carry, inputs):
-        adjoints, gradients = carry                       # leading axis: [bptt, modified]
-        simulator_vjp, state = inputs
-        _, network_vjp = jax.vjp(lambda x, p: problem.control(p, x, state.time), state.physics, params)
-        state_cotangent, control_cotangent = jax.vmap(simulator_vjp)((adjoints, jnp.ones((2,), losses.dtype)))
-        network_state_cotangent, param_cotangent = jax.vmap(network_vjp)(control_cotangent)
-        keep_network_path = jnp.array([1.0, 0.0], adjoints.dtype).reshape((2,) + (1,) * (adjoints.ndim - 1))
-        adjoints = state_cotangent + keep_network_path * network_state_cotangent
-        gradients = jax.tree.map(jnp.add, gradients, param_cotangent)
-        return (adjoints, gradients), None
-
-    zero_adjoints = jnp.zeros((2, *states.physics.shape), states.physics.dtype)
-    zero_gradients = jax.tree.map(lambda p: jnp.zeros((2, *p.shape), p.dtype), params)
-    (_, gradients), _ = jax.lax.scan(backward, (zero_adjoints, zero_gradients),
-                                     (simulator_vjps, trajectory), reverse=True)
-    true_gradient = jax.tree.map(lambda g: g[0], gradients)
-    modified_gradient = jax.tree.map(lambda g: g[1], gradients)
-    return jnp.sum(losses), true_gradient, modified_gradient
+    """(loss, bptt gradient g, modified gradient m) from ONE forward rollout: :func:`gated_fields`
+    with the gates of ``bptt`` (1, 1) and ``modified`` (0, 1)."""
+    loss, gradients = gated_fields(problem, params, states, jnp.array([[1.0, 1.0], [0.0, 1.0]]))
+    return loss, jax.tree.map(lambda g: g[0], gradients), jax.tree.map(lambda g: g[1], gradients)
 
 
 def _combined(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
@@ -201,3 +167,63 @@ def get_strategy(strategy: str | Strategy, *, truncate_every: int | None = None,
         return es(es_population, es_noise)
     allowed = sorted(STRATEGIES) + ["truncated", "es"]
     raise ValueError(f"strategy must be one of {allowed}, got {strategy!r}")
+
+
+def gated_fields(problem: Problem, params: Any, states: EnvState, gates: Array,
+                 truncate_every: Array | int = 0) -> tuple[Array, Any]:
+    """(loss, F parameter gradients) from ONE forward rollout, with the gates given as data.
+
+    ``gates`` has shape (F, 2): per field f, the factors (network gate n_f, physics gate p_f) by which
+    the backward pass scales the state's two paths, as if each step's state x_t entered the network
+    as ``sg(x) + n_f·(x - sg(x))`` and the simulator as ``sg(x) + p_f·(x - sg(x))`` (the forward
+    values are x either way). With gates in {0, 1}: (1, 1) is ``bptt``, (0, 1) ``modified``, (1, 0)
+    ``network_only`` and (0, 0) ``one_step``. Because the gates are arrays, not ``stop_gradient``
+    calls, the function can be vmapped over runs that use different strategies.
+
+    ``truncate_every`` = k > 0 also closes both paths at the steps t = k, 2k, ... (``truncated(k)``);
+    0 means never. One reverse scan carries the F adjoints side by side
+    (λ_t = p_f·(A_tᵀ λ_{t+1} + ∂ℓ_t/∂x_t) + n_f·K_tᵀ μ_t, update_f = Σ_t P_tᵀ μ_t), as
+    :func:`bptt_and_modified` does for the fixed pair (bptt, modified). Gradients have a leading
+    axis of size F.
+    """
+    gates = jnp.asarray(gates)
+    if gates.ndim != 2 or gates.shape[1] != 2:
+        raise ValueError(f"gates must have shape (fields, 2), got {gates.shape}")
+    fields = gates.shape[0]
+
+    def forward(state: EnvState, _: Any):
+        controls = problem.control(params, state.physics, state.time)
+        (next_physics, loss), simulator_vjp = jax.vjp(
+            lambda x, c: problem.simulate(x, state.time, c), state.physics, controls)
+        return EnvState(next_physics, state.time + 1), (loss, simulator_vjp, state)
+
+    _, (losses, simulator_vjps, trajectory) = jax.lax.scan(forward, states, None, length=problem.num_steps)
+    every = jnp.asarray(truncate_every)
+    steps = jnp.arange(problem.num_steps)
+
+    def backward(adjoints: Array, inputs):              # adjoints: leading axis = the fields
+        simulator_vjp, state, t = inputs
+        state_cotangent, control_cotangent = jax.vmap(simulator_vjp)((adjoints, jnp.ones((fields,), losses.dtype)))
+        _, network_input_vjp = jax.vjp(lambda x: problem.control(params, x, state.time), state.physics)
+        (network_state_cotangent,) = jax.vmap(network_input_vjp)(control_cotangent)
+        cut = (every > 0) & (t > 0) & (t % jnp.maximum(every, 1) == 0)
+        open_gates = jnp.where(cut, jnp.zeros_like(gates), gates).astype(adjoints.dtype)
+        shape = (fields,) + (1,) * (adjoints.ndim - 1)
+        adjoints = (open_gates[:, 1].reshape(shape) * state_cotangent
+                    + open_gates[:, 0].reshape(shape) * network_state_cotangent)
+        return adjoints, control_cotangent
+
+    zero_adjoints = jnp.zeros((fields, *states.physics.shape), states.physics.dtype)
+    _, control_cotangents = jax.lax.scan(backward, zero_adjoints, (simulator_vjps, trajectory, steps),
+                                         reverse=True)              # (steps, fields, batch, *action)
+    # Σ_t P_tᵀ μ_t for every field at once: one vector-Jacobian product of the network over the whole
+    # trajectory (large, efficient matrix products) instead of one small product per step.
+    _, parameter_vjp = jax.vjp(
+        lambda p: jax.vmap(lambda x, t: problem.control(p, x, t))(trajectory.physics, trajectory.time), params)
+    (gradients,) = jax.vmap(parameter_vjp, in_axes=1)(control_cotangents)
+    return jnp.sum(losses), gradients
+
+
+STUDY_GATES: dict[str, tuple[float, float]] = {
+    "bptt": (1.0, 1.0), "modified": (0.0, 1.0), "network_only": (1.0, 0.0), "one_step": (0.0, 0.0)}
+"""(network gate, physics gate) of the single-field strategies; ``combined`` uses bptt and modified."""

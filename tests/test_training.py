@@ -201,6 +201,32 @@ def test_quantum_cnn_has_the_study_shapes():
     assert network.apply({"params": params}, jnp.ones((5, 32, 2))).shape == (5, 1)
 
 
+def test_quantum_cnn_equals_flax_convolutions():
+    """The slice-based StridedConv layers give flax nn.Conv's params and outputs (and gradients)."""
+    import flax.linen as nn
+
+    class ConvReference(nn.Module):
+        @nn.compact
+        def __call__(self, observations):
+            glorot = nn.initializers.glorot_uniform()
+            hidden = jnp.tanh(nn.Conv(60, (3, 2), strides=(2, 2), padding="VALID", kernel_init=glorot)(
+                observations[..., None]))
+            hidden = hidden.reshape(observations.shape[0], hidden.shape[1], 60)
+            hidden = jnp.tanh(nn.Conv(60, (3,), strides=(2,), padding="VALID", kernel_init=glorot)(hidden))
+            return nn.Dense(1, kernel_init=glorot)(hidden.reshape(observations.shape[0], -1))
+
+    observations = jax.random.normal(jax.random.PRNGKey(3), (4, 32, 2))
+    params = QuantumCNN().init(jax.random.PRNGKey(0), observations)
+    reference_params = ConvReference().init(jax.random.PRNGKey(0), observations)
+    jax.tree.map(np.testing.assert_array_equal, params, reference_params)   # same names, shapes, init
+    perturbed = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
+    np.testing.assert_allclose(QuantumCNN().apply(perturbed, observations),
+                               ConvReference().apply(perturbed, observations), rtol=1e-5, atol=1e-6)
+    gradient = jax.grad(lambda p: jnp.sum(QuantumCNN().apply(p, observations) ** 2))(perturbed)
+    reference = jax.grad(lambda p: jnp.sum(ConvReference().apply(p, observations) ** 2))(perturbed)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), gradient, reference)
+
+
 def test_study_mlp_starts_with_zero_control():
     controller = study_controller("GuidanceByRepulsion", (6, 2, 2), (2, 2))
     params = controller.init(jax.random.PRNGKey(0))

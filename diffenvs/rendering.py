@@ -179,8 +179,8 @@ def render_guidance(physics: np.ndarray, num_drivers: int, *, width: int = 500, 
                     extent: float = 5.0) -> np.ndarray:
     """Frame of guidance by repulsion, shape (height, width, 3), uint8.
 
-    ``physics``: shape (num_drivers + num_evaders, 2, 2) = (object, [position [m], velocity [m/s]],
-    [x, y]), drivers first. Shows the square [-extent, extent]² [m] with y up: a green target at the
+    ``physics``: shape (num_drivers + num_evaders, 2, 2) = (object, [position, velocity],
+    [x, y]), drivers first. Shows the square [-extent, extent]² (length units) with y up: a green target at the
     origin, drivers red, evaders blue, and a velocity line per object (0.5 s of motion, at most
     extent / 2 long). Objects outside the square are drawn clamped to its border.
     """

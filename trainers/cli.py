@@ -112,18 +112,42 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 def plot_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-plot``."""
     parser = argparse.ArgumentParser(
-        prog="diffenvs-plot", description="Draw the study-style figure (test loss on a log scale against "
-        "epochs, one colour per strategy, one line style per clipping mode) for run directories.",
+        prog="diffenvs-plot", description="Draw the study-style figure (test loss on a log scale, one colour per "
+        "strategy, one line style per clipping mode) for run directories, the study's figure for a task from a "
+        "sweep (--study: one panel per complexity level) and a summary table (--table).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories written by diffenvs-train")
-    parser.add_argument("--out", type=Path, default=Path("test_loss.png"), help="PNG file to write")
-    parser.add_argument("--smooth", type=int, default=1, help="moving-average window in epochs")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="run directories, or folders holding run directories (e.g. a sweep's output root)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="PNG file to write (default test_loss.png, or study_TASK.png with --study)")
+    parser.add_argument("--smooth", type=int, default=None,
+                        help="moving-average window in rows (default 1, or 30 with --study)")
+    parser.add_argument("--x", choices=("epoch", "env_steps", "wall_seconds"), default="epoch",
+                        help="x axis: epochs, environment steps, or cumulative wall time")
     parser.add_argument("--title", default=None, help="figure title")
+    parser.add_argument("--study", metavar="TASK", default=None,
+                        help="draw the study's figure for TASK (cartpole, guidance, quantum): a panel per level")
+    parser.add_argument("--table", type=Path, default=None, metavar="CSV",
+                        help="write the summary table (CSV, CSV_runs.csv, and markdown .md) and print it; "
+                             "no figure unless --out or --study is given")
+    parser.add_argument("--last", type=int, default=50, help="summary table: epochs at the end to take the median of")
     args = parser.parse_args(argv)
-    from trainers.plotting import plot_runs
+    if args.smooth is not None and args.smooth < 1:
+        parser.error(f"--smooth must be an integer >= 1, got {args.smooth}")
+    from trainers.plotting import plot_runs, plot_study, summary_table
     try:
-        figure = plot_runs(args.runs, args.out, smooth=args.smooth, title=args.title)
+        if args.table is not None:
+            _, _, markdown = summary_table(args.runs, args.table, last=args.last)
+            print(markdown, end="")
+            print(f"table: {args.table}")
+        if args.study is not None:
+            out = args.out or Path(f"study_{args.study}.png")
+            figure = plot_study(args.runs, args.study, out, smooth=args.smooth or 30, x=args.x, title=args.title)
+            print(f"plot: {figure}")
+        elif args.table is None or args.out is not None:
+            figure = plot_runs(args.runs, args.out or Path("test_loss.png"), smooth=args.smooth or 1,
+                               title=args.title, x=args.x)
+            print(f"plot: {figure}")
     except ValueError as error:
         parser.error(str(error))
-    print(f"plot: {figure}")
     return 0

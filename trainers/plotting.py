@@ -1,15 +1,41 @@
-"""Study-style figures from run directories: test loss on a log scale against epochs."""
+"""Study-style figures and tables from run directories.
+
+* :func:`plot_runs`: test loss on a log scale of some runs, one colour per strategy, one line style per
+  clipping mode, against epochs, environment steps or wall time;
+* :func:`plot_study`: the study's figure for a task, one panel per complexity level;
+* :func:`summary_table`: the median test loss of the last epochs per run, and its median and spread
+  across seeds.
+
+Metrics files are read leniently: any columns beyond ``test_loss`` are optional (the RL baselines write
+``epoch, env_steps, wall_seconds, train_loss, test_loss``), and a cut-short last line is ignored.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
+from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from trainers import rundir
 
 LINE_STYLES = {"none": "-", "value": "--", "norm": ":"}
+X_AXES = ("epoch", "env_steps", "wall_seconds")
+X_LABELS = {"epoch": "epoch", "env_steps": "environment steps", "wall_seconds": "wall time [s]"}
+STRATEGY_ORDER = ("combined", "bptt", "modified", "network_only", "one_step", "truncated", "es", "ppo", "sac", "apg")
+
+
+class RunRecord(NamedTuple):
+    """A run directory's configuration and metrics columns (each a float array, one entry per row)."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    columns: dict[str, np.ndarray]
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -21,39 +47,113 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return (cumulative[1:] - cumulative[np.arange(1, len(values) + 1) - counts]) / counts
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, smooth: int = 1,
-              title: str | None = None) -> Path:
-    """Draw the test loss of each run against epochs (log scale), one colour per strategy and one
-    line style per clipping mode, and save it as a PNG at ``out``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def read_columns(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """The columns of ``metrics.csv`` as float arrays ({} if there is none); a cut-short last line is dropped."""
+    path = Path(run_dir) / rundir.METRICS_FILE
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]                 # a last line cut short by an interrupted write
+    reader = csv.DictReader(io.StringIO(text))
+    names = [name for name in (reader.fieldnames or []) if name]
+    rows = []
+    for row in reader:
+        try:
+            rows.append([float(row[name]) if row[name] != "" else math.nan for name in names])
+        except (TypeError, ValueError):                     # a missing field (None) or a garbled value
+            break
+    if not rows:
+        return {}
+    table = np.asarray(rows, float)
+    return {name: table[:, index] for index, name in enumerate(names)}
 
-    runs = []
-    for run_dir in run_dirs:
-        config = rundir.read_config(Path(run_dir))
-        rows = rundir.read_metrics(Path(run_dir))
-        if config is None or not rows:
-            raise ValueError(f"run_dirs: {run_dir} is not a run directory with config.json and metrics.csv")
-        runs.append((config, rows))
-    strategies = sorted({config["strategy"] for config, _ in runs})
-    colours = {name: f"C{index}" for index, name in enumerate(strategies)}
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    labelled = set()
-    for config, rows in runs:
-        epochs = np.array([row["epoch"] for row in rows])
-        loss = moving_average(np.array([row["test_loss"] for row in rows]), smooth)
-        label = f"{config['strategy']} (clip {config['clip']})"
-        axes.plot(epochs, loss, color=colours[config["strategy"]], linestyle=LINE_STYLES.get(config["clip"], "-"),
-                  label=None if label in labelled else label, linewidth=1.4)
-        labelled.add(label)
-    axes.set_yscale("log")
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("test loss")
-    axes.set_title(title or ", ".join(sorted({_describe(config) for config, _ in runs})))
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
+
+def read_run(run_dir: str | Path) -> RunRecord:
+    """A run directory's config and metrics; ValueError if it has no config.json or no test losses."""
+    config = rundir.read_config(Path(run_dir))
+    columns = read_columns(run_dir)
+    if config is None or "test_loss" not in columns:
+        raise ValueError(f"run_dirs: {run_dir} is not a run directory with config.json and a metrics.csv "
+                         f"holding test_loss")
+    return RunRecord(Path(run_dir), config, columns)
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
+    """Run directories among ``paths``: each path is a run directory or a root searched recursively."""
+    records = []
+    for path in paths:
+        path = Path(path)
+        if (path / rundir.CONFIG_FILE).exists():
+            records.append(read_run(path))
+            continue
+        found = sorted(config.parent for config in path.rglob(rundir.CONFIG_FILE)) if path.is_dir() else []
+        found = [run for run in found if (run / rundir.METRICS_FILE).exists()]
+        if not found:
+            raise ValueError(f"run_dirs: {path} is neither a run directory nor a folder holding run directories")
+        records += [read_run(run) for run in found]
+    return records
+
+
+@lru_cache(maxsize=64)
+def _env_facts(task: str, env_params_json: str) -> tuple[int, dict[str, Any]]:
+    """(num_steps, parameters) of an environment configuration."""
+    import dataclasses
+
+    import diffenvs
+    env = diffenvs.make(task, **json.loads(env_params_json))
+    return env.num_steps(), dataclasses.asdict(env.default_params)
+
+
+def _facts(config: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return _env_facts(config["task"], json.dumps(config.get("env_params", {}), sort_keys=True))
+
+
+def strategy_label(config: dict[str, Any]) -> str:
+    """The strategy as drawn: the name, with k for truncated(k)."""
+    strategy = str(config.get("strategy", "?"))
+    if strategy == "truncated" and config.get("truncate_every"):
+        return f"truncated({config['truncate_every']})"
+    return strategy
+
+
+def x_values(record: RunRecord, x: str = "epoch") -> np.ndarray:
+    """The x coordinate of each metrics row: epochs, environment steps or cumulative wall seconds.
+
+    Columns of that name are used when present. Otherwise, for trainer runs, env_steps = epoch x
+    (num_train // batch_size) x batch_size x num_steps (x (population + 1) for ``es``, whose updates roll
+    out population + 1 times; the full train/test evaluations are not counted) and wall_seconds = the
+    cumulative sum of epoch_seconds.
+    """
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {X_AXES}, got {x!r}")
+    columns, config = record.columns, record.config
+    if x in columns:
+        return columns[x]
+    length = len(columns["test_loss"])
+    epochs = columns.get("epoch", np.arange(length, dtype=float))
+    if x == "epoch":
+        return epochs
+    if x == "wall_seconds":
+        if "epoch_seconds" not in columns:
+            raise ValueError(f"x: {record.run_dir} has neither wall_seconds nor epoch_seconds")
+        return np.cumsum(np.nan_to_num(columns["epoch_seconds"]))
+    try:
+        batch_size, num_train = int(config["batch_size"]), int(config["num_train"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"x: {record.run_dir} has no env_steps column and no num_train/batch_size") from None
+    rollouts = int(config.get("es_population", 0)) + 1 if config.get("strategy") == "es" else 1
+    return epochs * (num_train // batch_size) * batch_size * _facts(config)[0] * rollouts
+
+
+def _colours(labels: Sequence[str]) -> dict[str, str]:
+    order = sorted(set(labels), key=lambda s: (STRATEGY_ORDER.index(s.split("(")[0])
+                                               if s.split("(")[0] in STRATEGY_ORDER else len(STRATEGY_ORDER), s))
+    return {label: f"C{index % 10}" for index, label in enumerate(order)}
+
+
+def _save(figure: Any, out: str | Path) -> Path:
+    import matplotlib.pyplot as plt
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
@@ -61,6 +161,174 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, smooth: int = 
     return out
 
 
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, smooth: int = 1,
+              title: str | None = None, x: str = "epoch") -> Path:
+    """Draw the test loss of each run against ``x`` (epoch, env_steps or wall_seconds) on a log scale,
+    one colour per strategy and one line style per clipping mode, and save it as a PNG at ``out``.
+    Each entry of ``run_dirs`` is a run directory or a folder holding run directories."""
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {X_AXES}, got {x!r}")
+    runs = find_runs(run_dirs)
+    plt = _pyplot()
+    colours = _colours([strategy_label(record.config) for record in runs])
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    labelled = set()
+    for record in runs:
+        config = record.config
+        strategy, clip = strategy_label(config), str(config.get("clip", "none"))
+        loss = moving_average(record.columns["test_loss"], smooth)
+        label = f"{strategy} (clip {clip})"
+        axes.plot(x_values(record, x), loss, color=colours[strategy], linestyle=LINE_STYLES.get(clip, "-"),
+                  label=None if label in labelled else label, linewidth=1.4)
+        labelled.add(label)
+    axes.set_yscale("log")
+    axes.set_xlabel(X_LABELS[x])
+    axes.set_ylabel("test loss")
+    axes.set_title(title or ", ".join(sorted({_describe(record.config) for record in runs})))
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return _save(figure, out)
+
+
 def _describe(config: dict) -> str:
     params = ", ".join(f"{key}={value}" for key, value in sorted(config.get("env_params", {}).items()))
     return f"{config['task']} ({params})" if params else config["task"]
+
+
+def run_level(config: dict[str, Any]) -> Any:
+    """The complexity level of a run (its value of the task's level parameter, defaults included)."""
+    from diffenvs.registry import canonical_name
+    from trainers.presets import COMPLEXITY_LEVELS
+    parameter = COMPLEXITY_LEVELS[canonical_name(config["task"])][0]
+    return config.get("env_params", {}).get(parameter, _facts(config)[1].get(parameter))
+
+
+def plot_study(paths: Sequence[str | Path], task: str, out: str | Path, *, smooth: int = 30,
+               x: str = "epoch", title: str | None = None) -> Path:
+    """The study's figure for ``task``: one panel per complexity level (2 x 2 for four levels, 1 x 3 for
+    three), test loss on a log scale against ``x``, a trailing moving average over ``smooth`` rows, one
+    colour per strategy and one line style per clipping mode. With several seeds a line is the median
+    across seeds and a light band spans their minimum and maximum.
+    """
+    from diffenvs.registry import canonical_name
+    from trainers.presets import COMPLEXITY_LEVELS
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {X_AXES}, got {x!r}")
+    name = canonical_name(task)
+    parameter, study_levels = COMPLEXITY_LEVELS[name]
+    runs = [record for record in find_runs(paths) if canonical_name(record.config["task"]) == name]
+    if not runs:
+        raise ValueError(f"task: no runs of {name} under {[str(p) for p in paths]}")
+    levels = list(study_levels) + sorted({run_level(r.config) for r in runs} - set(study_levels), key=str)
+    columns = 2 if len(levels) == 4 else min(len(levels), 3)
+    rows = math.ceil(len(levels) / columns)
+    plt = _pyplot()
+    figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
+    colours = _colours([strategy_label(r.config) for r in runs])
+    handles: dict[str, Any] = {}
+    for panel, level in zip(axes.flat, levels):
+        curves: dict[tuple[str, str], list[RunRecord]] = {}
+        for record in runs:
+            if run_level(record.config) == level:
+                key = (strategy_label(record.config), str(record.config.get("clip", "none")))
+                curves.setdefault(key, []).append(record)
+        for (strategy, clip), records in sorted(curves.items(), key=lambda item: (
+                list(colours).index(item[0][0]), list(LINE_STYLES).index(item[0][1]) if item[0][1] in LINE_STYLES else 9)):
+            length = min(len(r.columns["test_loss"]) for r in records)
+            losses = np.stack([moving_average(r.columns["test_loss"], smooth)[:length] for r in records])
+            xs = np.median(np.stack([x_values(r, x)[:length] for r in records]), axis=0)
+            label = f"{strategy}, clip {clip}"
+            (line,) = panel.plot(xs, np.median(losses, axis=0), color=colours[strategy],
+                                 linestyle=LINE_STYLES.get(clip, "-"), linewidth=1.3, label=label)
+            if len(records) > 1:
+                panel.fill_between(xs, losses.min(axis=0), losses.max(axis=0), color=colours[strategy], alpha=0.08,
+                                   linewidth=0)
+            handles.setdefault(label, line)
+        panel.set_yscale("log")
+        panel.set_title(f"{parameter} = {level}" + ("" if curves else " (no runs)"), fontsize=10)
+        panel.set_xlabel(X_LABELS[x])
+        panel.set_ylabel("test loss")
+        panel.grid(True, which="both", alpha=0.3)
+    for panel in list(axes.flat)[len(levels):]:
+        panel.set_visible(False)
+    figure.suptitle(title or f"{name}: test loss (moving average over {smooth})")
+    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6), fontsize=8,
+                  frameon=False)
+    figure.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(handles) / 6), 1, 1))
+    return _save(figure, out)
+
+
+SUMMARY_COLUMNS = ("task", "level", "strategy", "clip", "runs", "median", "min", "max", "q25", "q75")
+RUN_COLUMNS = ("task", "level", "strategy", "clip", "seed", "epochs", "last_epoch", "status", "final_test_loss",
+               "min_test_loss", "median_last", "run_dir")
+
+
+def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 50) -> tuple[list[dict], list[dict], str]:
+    """Per run the median test loss of its last ``last`` rows (epoch 0 excluded); across seeds, per (task,
+    level, strategy, clip), the median and spread (min, max, quartiles) of those medians.
+
+    Writes ``out`` (the summary CSV), ``<out stem>_runs.csv`` (the per-run rows) and ``<out stem>.md`` (the
+    summary as a markdown table). Returns (per-run rows, summary rows, markdown). A run's status is
+    "finished", "failed" (failed.json from a sweep: stopped by a non-finite value) or "partial".
+    """
+    if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+        raise ValueError(f"last must be an integer >= 1, got {last!r}")
+    run_rows = []
+    for record in find_runs(paths):
+        config, columns = record.config, record.columns
+        losses = columns["test_loss"]
+        epochs = columns.get("epoch", np.arange(len(losses), dtype=float))
+        trained = losses[epochs > 0] if np.any(epochs > 0) else losses
+        last_epoch = int(epochs[-1]) if len(epochs) else 0
+        target = config.get("epochs")
+        status = ("failed" if (record.run_dir / "failed.json").exists() else
+                  "finished" if target is None or last_epoch >= int(target) else "partial")
+        run_rows.append({"task": config["task"], "level": run_level(config), "strategy": strategy_label(config),
+                         "clip": str(config.get("clip", "none")), "seed": config.get("seed"),
+                         "epochs": target, "last_epoch": last_epoch, "status": status,
+                         "final_test_loss": float(losses[-1]), "min_test_loss": float(np.nanmin(losses)),
+                         "median_last": float(np.median(trained[-last:])), "run_dir": str(record.run_dir)})
+    run_rows.sort(key=lambda r: (r["task"], str(r["level"]), r["strategy"], r["clip"], str(r["seed"])))
+    groups: dict[tuple, list[float]] = {}
+    for row in run_rows:
+        groups.setdefault((row["task"], row["level"], row["strategy"], row["clip"]), []).append(row["median_last"])
+    summary = []
+    for (task, level, strategy, clip), values in groups.items():
+        values = np.asarray(values)
+        summary.append({"task": task, "level": level, "strategy": strategy, "clip": clip, "runs": len(values),
+                        "median": float(np.median(values)), "min": float(values.min()),
+                        "max": float(values.max()), "q25": float(np.percentile(values, 25)),
+                        "q75": float(np.percentile(values, 75))})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(_csv(summary, SUMMARY_COLUMNS))
+    out.with_name(out.stem + "_runs.csv").write_text(_csv(run_rows, RUN_COLUMNS))
+    markdown = _markdown(summary, last)
+    out.with_suffix(".md").write_text(markdown)
+    return run_rows, summary, markdown
+
+
+def _csv(rows: list[dict], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: repr(value) if isinstance(value, float) else value for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def _markdown(summary: list[dict], last: int) -> str:
+    lines = [f"Median test loss of the last {last} epochs per run; across seeds: median [min, max].", "",
+             "| task | level | strategy | clip | runs | median | min | max |", "|---|---|---|---|---|---|---|---|"]
+    for row in summary:
+        lines.append(f"| {row['task']} | {row['level']} | {row['strategy']} | {row['clip']} | {row['runs']} | "
+                     f"{row['median']:.4g} | {row['min']:.4g} | {row['max']:.4g} |")
+    return "\n".join(lines) + "\n"

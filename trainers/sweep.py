@@ -205,13 +205,15 @@ def run_name(config: TrainConfig) -> str:
     return f"{config.task}{level_part}-{strategy}-{config.clip}-seed{config.seed}-{digest}"
 
 
-def _group_key(config: TrainConfig) -> str:
-    """Runs with equal keys train in one vmapped program."""
+def _group_key(config: TrainConfig, split_combined: bool = True) -> str:
+    """Runs with equal keys train in one vmapped program (``combined`` apart if ``split_combined``)."""
     record = config.to_dict()
     shared = {name: record[name] for name in ("task", "env_params", "num_train", "num_test", "batch_size",
                                                "optimizer", "learning_rate", "clip_threshold")}
     if isinstance(config.strategy, str) and config.strategy in GATED_STRATEGIES:
         shared["kind"] = "gated"
+        if split_combined:
+            shared["fields"] = 2 if config.strategy == "combined" else 1
     else:
         shared["kind"] = {"strategy": record["strategy"], "es_population": config.es_population,
                           "es_noise": config.es_noise}
@@ -252,12 +254,14 @@ def _parse_part(part: tuple[int, int] | str) -> tuple[int, int]:
 
 
 def plan(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | str = (1, 1),
-         max_group: int | None = None) -> list[Group]:
+         max_group: int | None = None, split_combined: bool = True) -> list[Group]:
     """The groups of ``spec`` that part ``I/N`` trains (default: all), from the grid alone.
 
     Groups hold the runs sharing a program, split into chunks of at most ``max_group`` runs; the
     chunks are dealt to the N parts by a greedy balance of :meth:`Group.cost` (largest first), so the
-    N parts cover the grid exactly once whatever has already run.
+    N parts cover the grid exactly once whatever has already run. With ``split_combined`` (default)
+    ``combined`` runs, which need two backward sweeps, form their own groups; otherwise they share one
+    program with the single-sweep strategies, which then carry an unused second sweep.
     """
     index, count = _parse_part(part)
     if max_group is not None and (isinstance(max_group, bool) or not isinstance(max_group, int) or max_group < 1):
@@ -272,7 +276,7 @@ def plan(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | str =
                 continue
             raise ValueError(f"spec: two different runs share the directory name {name!r}")
         names[name] = config
-        by_key.setdefault(_group_key(config), []).append(Run(config, name, out_root / name))
+        by_key.setdefault(_group_key(config, split_combined), []).append(Run(config, name, out_root / name))
     chunks = []
     for key, runs in by_key.items():
         runs = sorted(runs, key=lambda run: run.name)
@@ -388,7 +392,7 @@ _PROGRAMS: dict[tuple[str, int], _Program] = {}
 
 def _program(config: TrainConfig, fields: int) -> _Program:
     """The group program for runs like ``config`` (cached by group key and number of fields)."""
-    cache_key = (_group_key(config), fields)
+    cache_key = (_group_key(config, split_combined=False), fields)
     if cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
     env = config.make_env()
@@ -582,7 +586,7 @@ def _train_group(group: Group, *, overwrite: bool, quiet: bool,
 
 
 def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | str = (1, 1),
-              max_group: int | None = None, overwrite: bool = False, quiet: bool = False,
+              max_group: int | None = None, split_combined: bool = True, overwrite: bool = False, quiet: bool = False,
               callback: Callable[[Run, dict[str, float]], None] | None = None) -> SweepResult:
     """Train part ``I/N`` of the grid ``spec`` into run directories under ``out_root``.
 
@@ -590,10 +594,10 @@ def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | 
     non-finite value are marked with ``failed.json`` and skipped afterwards (``overwrite=True`` starts
     every run of the part afresh). ``callback(run, row)`` is called after each run's epoch is recorded
     (and checkpointed when due); raising from it stops the sweep. ``max_group`` bounds the runs per
-    vmapped program (memory).
+    vmapped program (memory); ``split_combined`` see :func:`plan`.
     """
     started = time.perf_counter()
-    groups = plan(spec, out_root, part=part, max_group=max_group)
+    groups = plan(spec, out_root, part=part, max_group=max_group, split_combined=split_combined)
     statuses: list[RunStatus] = []
     for group in groups:
         statuses += _train_group(group, overwrite=overwrite, quiet=quiet, callback=callback)
@@ -641,6 +645,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="vary a TrainConfig field over comma-separated JSON values, e.g. learning_rate=1e-3,1e-4")
     parser.add_argument("--part", default="1/1", help="train part I of N (disjoint parts covering the grid)")
     parser.add_argument("--max-group", type=int, default=None, help="at most this many runs per vmapped program")
+    parser.add_argument("--no-split-combined", action="store_true",
+                        help="train combined runs in the same program as the other gated strategies "
+                             "(by default they form their own groups, which is faster)")
     parser.add_argument("--overwrite", action="store_true", help="restart the runs of this part from scratch")
     parser.add_argument("--dry-run", action="store_true", help="list the groups and runs of the part and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -679,7 +686,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec = _spec_from_args(args)
-        groups = plan(spec, args.out, part=args.part, max_group=args.max_group)
+        groups = plan(spec, args.out, part=args.part, max_group=args.max_group,
+                      split_combined=not args.no_split_combined)
     except ValueError as error:
         parser.error(str(error))
     total = sum(len(group.runs) for group in groups)
@@ -693,7 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         result = run_sweep(spec, args.out, part=args.part, max_group=args.max_group,
-                           overwrite=args.overwrite, quiet=args.quiet)
+                           split_combined=not args.no_split_combined, overwrite=args.overwrite, quiet=args.quiet)
     except ValueError as error:
         parser.error(str(error))
     counts = {status: sum(1 for s in result.runs if s.status == status) for status in ("trained", "finished", "failed")}

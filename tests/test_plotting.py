@@ -1,0 +1,113 @@
+"""Figures and tables from run directories (synthetic ones: nothing is trained here)."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from trainers import rundir
+from trainers.cli import plot_main
+from trainers.plotting import find_runs, moving_average, plot_runs, plot_study, summary_table, x_values
+
+
+def _trainer_run(root, name, *, level=1, strategy="bptt", clip="none", seed=0, epochs=60, scale=1.0, done=None):
+    """A run directory in the trainers' format with a decaying test loss."""
+    run_dir = root / name
+    config = {"task": "CartPole", "env_params": {"num_poles": level}, "strategy": strategy, "clip": clip,
+              "seed": seed, "num_train": 32, "batch_size": 8, "epochs": epochs, "truncate_every": None,
+              "es_population": 32}
+    rundir.write_config(run_dir, config)
+    last = epochs if done is None else done
+    rows = [{"epoch": e, "batch_loss": math.nan if e == 0 else 1.0, "train_loss": 1.0,
+             "test_loss": scale * 2.0 / (1 + e), "update_norm_squared": math.nan if e == 0 else 0.5,
+             "cosine": math.nan, "epoch_seconds": 0.0 if e == 0 else 0.25} for e in range(last + 1)]
+    rundir.write_metrics(run_dir, rows)
+    return run_dir
+
+
+def _baseline_run(root, name):
+    """A run directory as the RL baselines write it: fewer columns, strategy "ppo"."""
+    run_dir = root / name
+    rundir.write_config(run_dir, {"task": "CartPole", "env_params": {"num_poles": 2}, "strategy": "ppo",
+                                  "clip": "none", "seed": 0})
+    with open(run_dir / rundir.METRICS_FILE, "w") as handle:
+        handle.write("epoch,env_steps,wall_seconds,train_loss,test_loss\n")
+        for e in range(5):
+            handle.write(f"{e},{e * 1000},{e * 1.5},1.0,{1.0 / (1 + e)}\n")
+        handle.write("5,5000,7.")                                      # cut short
+    return run_dir
+
+
+@pytest.fixture
+def study_root(tmp_path):
+    root = tmp_path / "sweep"
+    for level in (1, 2, 3):
+        for strategy in ("bptt", "combined"):
+            for clip in ("none", "norm"):
+                for seed in (0, 1, 2):
+                    _trainer_run(root, f"l{level}-{strategy}-{clip}-{seed}", level=level, strategy=strategy,
+                                 clip=clip, seed=seed, scale=1 + seed)
+    _trainer_run(root, "partial", level=4, strategy="truncated", clip="value", done=10)
+    _baseline_run(root / "baselines", "ppo")
+    return root
+
+
+def test_x_axes_are_derived_for_trainer_runs_and_read_for_baselines(study_root):
+    trainer = find_runs([study_root / "l1-bptt-none-0"])[0]
+    np.testing.assert_array_equal(x_values(trainer, "epoch"), np.arange(61))
+    # env steps = epoch x (32 // 8) x 8 x 100 steps of the cart-pole
+    np.testing.assert_array_equal(x_values(trainer, "env_steps"), np.arange(61) * 32 * 100)
+    np.testing.assert_allclose(x_values(trainer, "wall_seconds"), np.arange(61) * 0.25)
+    baseline = find_runs([study_root / "baselines" / "ppo"])[0]
+    assert len(baseline.columns["test_loss"]) == 5                         # the cut-short line is dropped
+    np.testing.assert_array_equal(x_values(baseline, "env_steps"), np.arange(5) * 1000)
+    np.testing.assert_array_equal(x_values(baseline, "wall_seconds"), np.arange(5) * 1.5)
+    with pytest.raises(ValueError, match="x must be one of"):
+        x_values(trainer, "seconds")
+
+
+@pytest.mark.parametrize("x", ["epoch", "env_steps", "wall_seconds"])
+def test_plot_runs_mixes_trainer_and_baseline_runs(study_root, tmp_path, x):
+    out = plot_runs([study_root / "l2-combined-norm-0", study_root / "baselines" / "ppo"], tmp_path / f"{x}.png",
+                    smooth=3, x=x)
+    assert out.stat().st_size > 1000
+
+
+def test_study_figure_and_table(study_root, tmp_path):
+    figure = plot_study([study_root], "cartpole", tmp_path / "study.png", x="env_steps")
+    assert figure.stat().st_size > 5000
+    runs, summary, markdown = summary_table([study_root], tmp_path / "table" / "summary.csv", last=50)
+    assert len(runs) == 3 * 2 * 2 * 3 + 2
+    one = next(row for row in summary if (row["level"], row["strategy"], row["clip"]) == (1, "bptt", "none"))
+    # per run: the median over epochs 11..60 of s·2/(1 + e); the seeds have s = 1, 2, 3
+    per_run = np.median(2.0 / (1 + np.arange(11, 61)))
+    assert one["runs"] == 3
+    assert one["median"] == pytest.approx(2 * per_run) and one["min"] == pytest.approx(per_run)
+    assert one["max"] == pytest.approx(3 * per_run)
+    statuses = {row["strategy"]: row["status"] for row in runs}
+    assert statuses["truncated"] == "partial" and statuses["ppo"] == "finished"
+    with open(tmp_path / "table" / "summary.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(summary) == 3 * 2 * 2 + 2
+    assert (tmp_path / "table" / "summary_runs.csv").exists()
+    assert (tmp_path / "table" / "summary.md").read_text() == markdown
+    assert "| CartPole | 1 | bptt | none | 3 |" in markdown
+
+
+def test_plot_command(study_root, tmp_path, capsys):
+    assert plot_main([str(study_root), "--study", "cartpole", "--out", str(tmp_path / "s.png"),
+                      "--table", str(tmp_path / "t.csv")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 5000 and (tmp_path / "t.csv").exists()
+    assert "| CartPole |" in capsys.readouterr().out
+    assert plot_main([str(study_root / "l1-bptt-none-0"), "--x", "wall_seconds", "--out",
+                      str(tmp_path / "w.png")]) == 0
+    assert (tmp_path / "w.png").exists()
+    with pytest.raises(SystemExit):
+        plot_main([str(study_root), "--study", "pendulum", "--out", str(tmp_path / "p.png")])
+    assert "name must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        plot_main([str(tmp_path / "missing")])
+
+
+def test_moving_average_is_trailing():
+    np.testing.assert_allclose(moving_average(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])

@@ -168,7 +168,9 @@ class SweepSpec:
         configs = []
         varied = [[(name, value) for value in values] for name, values in self.vary.items()]
         for task in dict.fromkeys(canonical_name(t) for t in self.tasks):
+            study_levels = COMPLEXITY_LEVELS[task][1]
             for level in self.task_levels(task):
+                level = next((study for study in study_levels if study == level), level)   # 1 -> 1.0 for rc
                 for strategy, clip, seed, combination in itertools.product(
                         self.strategies, self.clips, self.seeds, itertools.product(*varied)):
                     overrides = {**self.options, **dict(combination)}

@@ -6,7 +6,12 @@ jit-, vmap- and grad-compatible functional environments, with Gymnasium ids regi
 >>> import diffenvs, jax
 >>> env = diffenvs.make("CartPole", num_poles=2)
 >>> state = env.initial(jax.random.PRNGKey(0))
+
+``brax_env`` and ``BraxEnv`` (the brax adapter, :mod:`diffenvs.brax_adapter`) are imported lazily on
+first access: importing brax is slow and prints "Failed to import warp" to stdout.
 """
+
+from typing import Any
 
 from diffenvs.cartpole import CartPole, CartPoleParams
 from diffenvs.core import EnvState, FunctionalEnv
@@ -22,5 +27,21 @@ __version__ = "0.1.0"
 __all__ = [
     "CartPole", "CartPoleParams", "EnvState", "FunctionalEnv", "GuidanceByRepulsion", "GuidanceParams",
     "QuantumControl", "QuantumParams", "ENVIRONMENTS", "GYM_IDS", "make", "GymEnv", "GymVectorEnv",
-    "register_environments",
+    "register_environments", "brax_env", "BraxEnv",
 ]
+
+_LAZY = {"brax_env": "diffenvs.brax_adapter", "BraxEnv": "diffenvs.brax_adapter"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the brax adapter on first access of ``brax_env`` or ``BraxEnv``."""
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'diffenvs' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

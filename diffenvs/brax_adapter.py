@@ -1,0 +1,137 @@
+"""brax adapter: every diffenvs environment as a brax ``Env``, so brax's PPO, SAC and APG run on it.
+
+The adapter only translates:
+
+* observation: the flattened physical state, shape (prod(physics_shape),), float;
+* action: a flat vector of ``action_size`` entries in [-1, 1]; the control is
+  ``action_scale * clip(action, -1, 1)`` reshaped to the environment's action shape (default scales in
+  :data:`DEFAULT_ACTION_SCALE`);
+* reward: minus the step's loss contribution (the functional core's reward), so the return of an
+  episode of ``num_steps`` steps is minus the instance's loss;
+* ``done``: a float, 1.0 once the episode has taken ``num_steps`` steps, else 0.0;
+* ``metrics``: the step's loss terms (``loss`` and the environment's own), zeros after reset, the
+  same keys after reset and step; ``info``: empty (brax's training wrappers add their own keys);
+* ``pipeline_state``: the functional environment's :class:`~diffenvs.core.EnvState`.
+
+The physics is the functional environment's; nothing is copied. Importing this module imports brax,
+which prints "Failed to import warp" to stdout (harmless); ``import diffenvs`` does not import it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from brax.envs.base import Env, State
+
+from diffenvs.core import EnvState, FunctionalEnv
+from diffenvs.registry import canonical_name, make
+
+DEFAULT_ACTION_SCALE: dict[str, float] = {"CartPole": 10.0, "GuidanceByRepulsion": 5.0, "QuantumControl": 10.0}
+"""Control magnitude that an action of 1 means, per environment (see docs/rl-comparison.md)."""
+
+
+def check_action_scale(action_scale: Any) -> float:
+    """``action_scale`` as a float, or ValueError unless it is a finite real number > 0."""
+    if isinstance(action_scale, (bool, np.bool_)) or not isinstance(action_scale, (int, float, np.integer,
+                                                                                     np.floating)):
+        raise ValueError(f"action_scale must be a finite number > 0 (or None for the default), "
+                         f"got {action_scale!r}")
+    value = float(action_scale)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"action_scale must be a finite number > 0 (or None for the default), "
+                         f"got {action_scale!r}")
+    return value
+
+
+class BraxEnv(Env):
+    """A diffenvs environment behind brax's ``Env`` interface.
+
+    ``env`` is an environment name (canonical, short or Gymnasium id, built with ``params``) or a
+    :class:`~diffenvs.core.FunctionalEnv` (then ``params`` must be empty). ``action_scale`` (> 0) is
+    the control that an action of 1 means; None takes :data:`DEFAULT_ACTION_SCALE`.
+    """
+
+    def __init__(self, env: str | FunctionalEnv = "CartPole", *, action_scale: float | None = None,
+                 **params: Any):
+        if isinstance(env, FunctionalEnv):
+            if params:
+                raise ValueError(f"params {sorted(params)} apply only to an environment given by name; "
+                                 f"pass them to the FunctionalEnv instead")
+            self.functional_env = env
+        elif isinstance(env, str):
+            self.functional_env = make(env, **params)
+        else:
+            raise ValueError(f"env must be an environment name or a FunctionalEnv, got {env!r}")
+        self.name = canonical_name(self.functional_env.name)
+        self.action_scale = (DEFAULT_ACTION_SCALE[self.name] if action_scale is None
+                             else check_action_scale(action_scale))
+        self._action_shape = tuple(self.functional_env.action_shape())
+        self._observation_size = math.prod(self.functional_env.physics_shape())
+
+    def __repr__(self) -> str:
+        return f"BraxEnv({self.functional_env!r}, action_scale={self.action_scale})"
+
+    @property
+    def num_steps(self) -> int:
+        """Episode length: ``done`` becomes 1.0 on this step."""
+        return self.functional_env.num_steps()
+
+    def _observe(self, state: EnvState) -> jax.Array:
+        return self.functional_env.observation(state).reshape(-1)
+
+    def control(self, action: jax.Array) -> jax.Array:
+        """The physical control for a flat action: ``action_scale * clip(action, -1, 1)``, reshaped."""
+        if tuple(jnp.shape(action)) != (self.action_size,):
+            raise ValueError(f"action must have shape ({self.action_size},), got shape {jnp.shape(action)}")
+        return self.action_scale * jnp.clip(action, -1.0, 1.0).reshape(self._action_shape)
+
+    def reset_to(self, env_state: EnvState) -> State:
+        """The brax state at the given functional state (e.g. a fixed initial state)."""
+        dtype = jnp.result_type(float)
+        zero = jnp.zeros((), dtype)
+        control = jnp.zeros(self._action_shape, dtype)
+        metrics = jax.tree.map(jnp.zeros_like,
+                               self.functional_env.transition_info(env_state, control, env_state))
+        done = (env_state.time >= self.num_steps).astype(dtype)
+        return State(pipeline_state=env_state, obs=self._observe(env_state), reward=zero, done=done,
+                     metrics=metrics)
+
+    def reset(self, rng: jax.Array) -> State:
+        """A state drawn from the environment's starting distribution."""
+        return self.reset_to(self.functional_env.initial(rng))
+
+    def step(self, state: State, action: jax.Array) -> State:
+        """One step with the control ``action_scale * clip(action, -1, 1)``."""
+        control = self.control(action)
+        physics_state = state.pipeline_state
+        next_state = self.functional_env.transition(physics_state, control)
+        reward = self.functional_env.reward(physics_state, control, next_state)
+        done = (next_state.time >= self.num_steps).astype(reward.dtype)
+        info = self.functional_env.transition_info(physics_state, control, next_state)
+        metrics = {**state.metrics, **info}
+        return state.replace(pipeline_state=next_state, obs=self._observe(next_state), reward=reward,
+                             done=done, metrics=metrics)
+
+    @property
+    def observation_size(self) -> int:
+        return self._observation_size
+
+    @property
+    def action_size(self) -> int:
+        return math.prod(self._action_shape)
+
+    @property
+    def backend(self) -> str:
+        return "diffenvs"
+
+
+def brax_env(name: str, *, action_scale: float | None = None, **params: Any) -> BraxEnv:
+    """The environment ``name`` (canonical, short or Gymnasium id) as a brax ``Env``.
+
+    >>> env = brax_env("CartPole", num_poles=2, action_scale=10.0)
+    """
+    return BraxEnv(name, action_scale=action_scale, **params)

@@ -45,22 +45,30 @@ def read_config(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def format_metrics(rows: list[dict[str, float]]) -> str:
+def _format_value(key: str, value: Any) -> Any:
+    if key == "epoch" or (isinstance(value, (int, np.integer)) and not isinstance(value, bool)):
+        return int(value)
+    return repr(float(value))
+
+
+def format_metrics(rows: list[dict[str, float]], columns: tuple[str, ...] = METRIC_COLUMNS) -> str:
+    """CSV text (header and rows) of ``rows`` with ``columns`` (the trainers' columns by default)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: repr(float(row[key])) if key != "epoch" else int(row[key])
-                         for key in METRIC_COLUMNS})
+        writer.writerow({key: _format_value(key, row[key]) for key in columns})
     return buffer.getvalue()
 
 
-def write_metrics(run_dir: Path, rows: list[dict[str, float]]) -> None:
-    _write_atomically(Path(run_dir) / METRICS_FILE, format_metrics(rows).encode())
+def write_metrics(run_dir: Path, rows: list[dict[str, float]],
+                  columns: tuple[str, ...] = METRIC_COLUMNS) -> None:
+    _write_atomically(Path(run_dir) / METRICS_FILE, format_metrics(rows, columns).encode())
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:
-    """Rows of ``metrics.csv`` as dicts (epoch as int, the rest as float); [] if there is none."""
+    """Rows of ``metrics.csv`` as dicts with the file's columns (epoch as int, the rest as float);
+    [] if there is none."""
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
@@ -68,17 +76,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             try:
-                rows.append({key: int(row[key]) if key == "epoch" else float(row[key])
-                             for key in METRIC_COLUMNS})
-            except (KeyError, TypeError, ValueError):
+                rows.append({key: int(value) if key == "epoch" else float(value) for key, value in row.items()})
+            except (TypeError, ValueError):
                 break  # a line cut short by an interrupted write: the rows before it are complete
     return rows
 
 
-def append_metrics(run_dir: Path, row: dict[str, float]) -> None:
+def append_metrics(run_dir: Path, row: dict[str, float], columns: tuple[str, ...] = METRIC_COLUMNS) -> None:
     """Append one row to ``metrics.csv`` (a cut-short last line is dropped on resume)."""
     with open(Path(run_dir) / METRICS_FILE, "a") as handle:
-        handle.write(format_metrics([row]).split("\n", 1)[1])
+        handle.write(format_metrics([row], columns).split("\n", 1)[1])
 
 
 def save_checkpoint(run_dir: Path, epoch: int, state: Any) -> None:

@@ -63,7 +63,7 @@ def test_command_writes_a_plottable_run_evaluated_on_the_trainers_test_set(tmp_p
     config = rundir.read_config(out)
     assert config["task"] == "cartpole" and config["env_params"] == {"num_poles": 2}
     assert (config["strategy"], config["algo"], config["clip"]) == ("ppo", "ppo", "none")
-    assert (config["seed"], config["num_test"], config["action_scale"]) == (3, 16, 10.0)
+    assert (config["seed"], config["num_test"], config["action_scale"]) == (3, 16, 40.0)
     assert config["diffenvs_version"] == diffenvs.__version__ and config["resumable"] is False
     assert config["hyperparameters"]["num_envs"] == 4
     header = (out / rundir.METRICS_FILE).read_text().splitlines()[0]
@@ -93,7 +93,7 @@ def test_command_writes_a_plottable_run_evaluated_on_the_trainers_test_set(tmp_p
     make_policy, initial, _ = ppo.train(
         BraxEnv("CartPole", num_poles=2), num_timesteps=0, episode_length=100, seed=3,
         network_factory=functools.partial(ppo_networks.make_ppo_networks, **sizes), **hyper)
-    expected = _loss_of_policy(env, 10.0, make_policy, initial, independent)
+    expected = _loss_of_policy(env, 40.0, make_policy, initial, independent)
     assert rows[0]["test_loss"] == pytest.approx(expected, rel=1e-5)
 
     # diffenvs-plot accepts the run directory

@@ -32,6 +32,15 @@ def fast_compilation():
     jax.config.update("jax_disable_most_optimizations", previous)
 
 
+@pytest.fixture
+def x64():
+    """float64 for comparisons of closed-loop rollouts (guidance amplifies float32 rounding)."""
+    previous = jax.config.values["jax_enable_x64"]
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
 def _finite_tree(tree) -> bool:
     leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
     return bool(leaves) and all(np.all(np.isfinite(leaf)) for leaf in leaves if leaf.dtype.kind == "f")
@@ -94,7 +103,7 @@ def _brax_episode(env: BraxEnv, start, action_fn):
 
 
 @pytest.mark.parametrize("name", ENVIRONMENTS)
-def test_return_is_minus_the_loss_open_loop(name):
+def test_return_is_minus_the_loss_open_loop(name, x64):
     env = BraxEnv(name)
     functional = env.functional_env
     states = initial_states(functional, jax.random.PRNGKey(3), 3)
@@ -119,7 +128,7 @@ def test_return_is_minus_the_loss_open_loop(name):
 
 
 @pytest.mark.parametrize("name", ENVIRONMENTS)
-def test_return_is_minus_the_trainers_loss_with_a_controller(name):
+def test_return_is_minus_the_trainers_loss_with_a_controller(name, x64):
     env = BraxEnv(name)
     functional = env.functional_env
     network = from_flax(MLP(output_shape=(env.action_size,), hidden=(16,), zero_last_kernel=False),
@@ -137,6 +146,7 @@ def test_return_is_minus_the_trainers_loss_with_a_controller(name):
 
     returns = jax.jit(jax.vmap(brax_return))(states)
     losses = jax.jit(lambda p: instance_losses(problem, p, states))(params)
+    assert returns.dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(returns), -np.asarray(losses), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(float(-returns.mean()), float(jax.jit(
         lambda p: rollout_loss(problem, p, states))(params)), rtol=1e-5)
@@ -176,6 +186,12 @@ def test_action_scale_default_and_custom():
     assert env.action_scale == 2.5 and env.observation_size == 6
     np.testing.assert_allclose(np.asarray(env.control(jnp.array([3.0]))), [2.5])
     np.testing.assert_allclose(np.asarray(env.control(jnp.array([-0.5]))), [-1.25])
+    # actions outside [-1, 1] are clipped: stepping with 3 is stepping with 1
+    state = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    step = jax.jit(env.step)
+    clipped, saturated = step(state, jnp.array([3.0])), step(state, jnp.array([1.0]))
+    np.testing.assert_array_equal(np.asarray(clipped.obs), np.asarray(saturated.obs))
+    assert not np.array_equal(np.asarray(clipped.obs), np.asarray(step(state, jnp.array([0.5])).obs))
 
 
 def test_bad_action_shape_and_params():

@@ -117,7 +117,8 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
         "sweep (--study: one panel per complexity level) and a summary table (--table).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path,
-                        help="run directories, or folders holding run directories (e.g. a sweep's output root)")
+                        help="run directories, folders holding run directories (e.g. a sweep's output root), or "
+                             "run archives (.csv.gz, from diffenvs-sweep OUT --export)")
     parser.add_argument("--out", type=Path, default=None,
                         help="PNG file to write (default test_loss.png, or study_TASK.png with --study)")
     parser.add_argument("--smooth", type=int, default=None,

@@ -8,6 +8,7 @@
 
 Metrics files are read leniently: any columns beyond ``test_loss`` are optional (the RL baselines write
 ``epoch, env_steps, wall_seconds, train_loss, test_loss``), and a cut-short last line is ignored.
+Run archives (``.csv.gz`` files of :mod:`trainers.archive`) are read wherever run directories are.
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ STRATEGY_ORDER = ("combined", "bptt", "modified", "network_only", "one_step", "t
 
 
 class RunRecord(NamedTuple):
-    """A run directory's configuration and metrics columns (each a float array, one entry per row)."""
+    """A run directory's configuration and metrics columns (each a float array, one entry per row).
+
+    For a run read from an archive, ``run_dir`` is ``ARCHIVE/RUN_NAME`` (no such directory exists).
+    ``failed``: the run has a ``failed.json`` (a sweep stopped it at a non-finite value)."""
 
     run_dir: Path
     config: dict[str, Any]
     columns: dict[str, np.ndarray]
+    failed: bool = False
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -76,21 +81,39 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if config is None or "test_loss" not in columns:
         raise ValueError(f"run_dirs: {run_dir} is not a run directory with config.json and a metrics.csv "
                          f"holding test_loss")
-    return RunRecord(Path(run_dir), config, columns)
+    return RunRecord(Path(run_dir), config, columns, (Path(run_dir) / "failed.json").exists())
+
+
+def read_archive_runs(path: str | Path) -> list[RunRecord]:
+    """The runs of a run archive (:mod:`trainers.archive`), sorted by name; ValueError if the archive is
+    malformed or a run has no test losses."""
+    from trainers.archive import read_archive
+    records = []
+    for name, run in sorted(read_archive(path).items()):
+        columns = run.float_columns()
+        if "test_loss" not in columns:
+            raise ValueError(f"run_dirs: run {name!r} of the archive {path} has no test_loss rows")
+        records.append(RunRecord(Path(path) / name, run.config, columns, run.failed_json is not None))
+    return records
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
-    """Run directories among ``paths``: each path is a run directory or a root searched recursively."""
+    """Runs among ``paths``: each path is a run directory, a root searched recursively for run directories,
+    or a run archive file (``.csv.gz``, see :mod:`trainers.archive`)."""
     records = []
     for path in paths:
         path = Path(path)
+        if path.is_file():
+            records += read_archive_runs(path)
+            continue
         if (path / rundir.CONFIG_FILE).exists():
             records.append(read_run(path))
             continue
         found = sorted(config.parent for config in path.rglob(rundir.CONFIG_FILE)) if path.is_dir() else []
         found = [run for run in found if (run / rundir.METRICS_FILE).exists()]
         if not found:
-            raise ValueError(f"run_dirs: {path} is neither a run directory nor a folder holding run directories")
+            raise ValueError(f"run_dirs: {path} is neither a run directory, a folder holding run directories "
+                             f"nor a run archive")
         records += [read_run(run) for run in found]
     return records
 
@@ -172,7 +195,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, smooth: int = 
               title: str | None = None, x: str = "epoch") -> Path:
     """Draw the test loss of each run against ``x`` (epoch, env_steps or wall_seconds) on a log scale,
     one colour per strategy and one line style per clipping mode, and save it as a PNG at ``out``.
-    Each entry of ``run_dirs`` is a run directory or a folder holding run directories."""
+    Each entry of ``run_dirs`` is a run directory, a folder holding run directories or a run archive."""
     if x not in X_AXES:
         raise ValueError(f"x must be one of {X_AXES}, got {x!r}")
     runs = find_runs(run_dirs)
@@ -289,7 +312,7 @@ def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 5
         trained = losses[epochs > 0] if np.any(epochs > 0) else losses
         last_epoch = int(epochs[-1]) if len(epochs) else 0
         target = config.get("epochs")
-        status = ("failed" if (record.run_dir / "failed.json").exists() else
+        status = ("failed" if record.failed else
                   "finished" if target is None or last_epoch >= int(target) else "partial")
         run_rows.append({"task": config["task"], "level": run_level(config), "strategy": strategy_label(config),
                          "clip": str(config.get("clip", "none")), "seed": config.get("seed"),

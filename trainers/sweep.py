@@ -653,6 +653,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="restart the runs of this part from scratch")
     parser.add_argument("--dry-run", action="store_true", help="list the groups and runs of the part and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    archive = parser.add_argument_group("archives (instead of training; see trainers.archive)")
+    exclusive = archive.add_mutually_exclusive_group()
+    exclusive.add_argument("--export", type=Path, default=None, metavar="ARCHIVE",
+                           help="write the configs and metrics of every run directory under OUT into ONE "
+                                "gzip-compressed CSV (e.g. docs/results/cartpole.csv.gz) and exit without training")
+    exclusive.add_argument("--import", dest="import_", type=Path, default=None, metavar="ARCHIVE",
+                           help="recreate the run directories of ARCHIVE under OUT (config.json, metrics.csv; "
+                                "no checkpoints) and exit without training")
+    archive.add_argument("--merge", action="store_true",
+                         help="--export: keep the other runs of an existing ARCHIVE, replacing those of the same name")
     return parser
 
 
@@ -686,6 +696,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-sweep``."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.merge and args.export is None:
+        parser.error("--merge applies to --export")
+    if args.export is not None or args.import_ is not None:
+        from trainers import archive
+        try:
+            if args.export is not None:
+                names = archive.export_runs([args.out], args.export, merge=args.merge)
+                total = len(archive.read_archive(args.export)) if args.merge else len(names)
+                print(f"diffenvs-sweep: exported {len(names)} runs of {args.out} to {args.export} "
+                      f"({total} runs, {args.export.stat().st_size} bytes)")
+            else:
+                run_dirs = archive.import_runs(args.import_, args.out)
+                print(f"diffenvs-sweep: imported {len(run_dirs)} runs of {args.import_} into {args.out}")
+        except ValueError as error:
+            parser.error(str(error))
+        return 0
     try:
         spec = _spec_from_args(args)
         groups = plan(spec, args.out, part=args.part, max_group=args.max_group,

@@ -23,13 +23,7 @@ TINY_PPO = ["--set", "num_envs=4", "--set", "batch_size=4", "--set", "num_miniba
             "--set", "value_hidden_layer_sizes=[16]"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compilation():
-    """Compile with most XLA optimisations off (these tests are dominated by compilation)."""
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compilation")  # compilation dominates these tests
 
 
 def _independent_test_states(env, seed: int, count: int):

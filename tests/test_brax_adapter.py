@@ -23,22 +23,10 @@ ENVIRONMENTS = ["CartPole", "GuidanceByRepulsion", "QuantumControl"]
 SHORT_EPISODES = {"CartPole": 10, "GuidanceByRepulsion": 10, "QuantumControl": 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compilation():
-    """Compile with most XLA optimisations off (these tests are dominated by compilation)."""
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compilation")  # compilation dominates these tests
 
 
-@pytest.fixture
-def x64():
-    """float64 for comparisons of closed-loop rollouts (guidance amplifies float32 rounding)."""
-    previous = jax.config.values["jax_enable_x64"]
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+# The return-equals-loss tests use the x64 fixture: guidance amplifies float32 rounding in closed loop.
 
 
 def _finite_tree(tree) -> bool:

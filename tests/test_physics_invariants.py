@@ -25,28 +25,6 @@ NAMES = ["CartPole", "GuidanceByRepulsion", "QuantumControl"]
 ACTION_SCALE = {"CartPole": 5.0, "GuidanceByRepulsion": 1.0, "QuantumControl": 5.0}
 
 
-@pytest.fixture
-def x64():
-    """Enable float64 for the test and restore the previous setting afterwards."""
-    previous = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
-
-
-@pytest.fixture
-def x32():
-    """Run the test in JAX's default (float32) mode whatever the session's setting."""
-    previous = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", False)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
-
-
 def random_actions(name: str, shape: tuple[int, ...], seed: int, scale: float | None = None) -> np.ndarray:
     scale = ACTION_SCALE[name] if scale is None else scale
     return (np.random.default_rng(seed).normal(size=shape) * scale).astype(np.float32)

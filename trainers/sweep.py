@@ -53,7 +53,9 @@ from trainers.rollout import Problem, rollout_loss
 from trainers.strategies import (
     STUDY_GATES, Strategy, cosine_similarity, gated_fields, sign_agreement,
 )
-from trainers.training import CLIP_MODES, OPTIMIZERS, TrainConfig, TrainState, initial_states
+from trainers.training import (
+    CLIP_MODES, OPTIMIZERS, TrainConfig, TrainState, initial_states, scan_epoch, tree_squared_norm,
+)
 
 STUDY_STRATEGIES = ("bptt", "modified", "combined", "one_step")
 """The strategies the study compares (the default of a sweep)."""
@@ -329,10 +331,6 @@ def clip_update(update: Any, mode: jax.Array, threshold: float) -> Any:
                         update, by_value, by_norm)
 
 
-def _squared_norm(tree: Any) -> jax.Array:
-    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
-
-
 def make_group_epoch(problem: Problem, optimizer: optax.GradientTransformation, batch_size: int,
                      clip_threshold: float, strategy: Strategy | None, fields: int) -> Callable:
     """The jitted group epoch ``(states, data, train_states, test_states, active) -> (states, metrics)``.
@@ -364,17 +362,9 @@ def make_group_epoch(problem: Problem, optimizer: optax.GradientTransformation, 
             clipped = clip_update(raw, data.clip_mode, clip_threshold)
             updates, optimizer_state = optimizer.update(clipped, current.optimizer_state, current.params)
             params = optax.apply_updates(current.params, updates)
-            return TrainState(params, optimizer_state, key), (loss, _squared_norm(raw), cosine)
+            return TrainState(params, optimizer_state, key), (loss, tree_squared_norm(raw), cosine)
 
-        num_batches = train_states.physics.shape[0] // batch_size
-        batches = jax.tree.map(
-            lambda x: x[:num_batches * batch_size].reshape(num_batches, batch_size, *x.shape[1:]), train_states)
-        new_state, (losses, norms, cosines) = jax.lax.scan(update, state, batches)
-        metrics = {"batch_loss": jnp.mean(losses),
-                   "train_loss": rollout_loss(problem, new_state.params, train_states),
-                   "test_loss": rollout_loss(problem, new_state.params, test_states),
-                   "update_norm_squared": jnp.mean(norms),
-                   "cosine": jnp.mean(cosines)}
+        new_state, metrics = scan_epoch(problem, update, state, train_states, test_states, batch_size)
         kept = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, state)
         return kept, metrics
 

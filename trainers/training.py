@@ -152,8 +152,29 @@ def initial_states(env: FunctionalEnv, key: jax.Array, count: int) -> EnvState:
     return jax.vmap(env.initial)(jax.random.split(key, count))
 
 
-def _tree_squared_norm(tree: Any) -> jax.Array:
+def tree_squared_norm(tree: Any) -> jax.Array:
+    """Squared L2 norm of a pytree seen as one flat vector (scalar)."""
     return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
+
+
+def scan_epoch(problem: Problem, update: Callable, state: Any, train_states: EnvState,
+               test_states: EnvState, batch_size: int) -> tuple[Any, dict[str, jax.Array]]:
+    """One epoch: ``update(state, batch) -> (state, (loss, update norm², cosine))`` scanned over the
+    ``len // batch_size`` fixed-order batches of ``train_states``, then the full train and test losses.
+
+    Returns the new state and the epoch's scalar metrics (mean batch loss, train and test losses, mean
+    squared update norm, mean cosine).
+    """
+    num_batches = train_states.physics.shape[0] // batch_size
+    batches = jax.tree.map(
+        lambda x: x[:num_batches * batch_size].reshape(num_batches, batch_size, *x.shape[1:]), train_states)
+    state, (losses, norms, cosines) = jax.lax.scan(update, state, batches)
+    metrics = {"batch_loss": jnp.mean(losses),
+               "train_loss": rollout_loss(problem, state.params, train_states),
+               "test_loss": rollout_loss(problem, state.params, test_states),
+               "update_norm_squared": jnp.mean(norms),
+               "cosine": jnp.mean(cosines)}
+    return state, metrics
 
 
 def make_epoch(problem: Problem, strategy: Strategy, optimizer: optax.GradientTransformation,
@@ -169,19 +190,10 @@ def make_epoch(problem: Problem, strategy: Strategy, optimizer: optax.GradientTr
         updates, optimizer_state = optimizer.update(result.update, state.optimizer_state, state.params)
         params = optax.apply_updates(state.params, updates)
         cosine = result.metrics.get("cosine", jnp.full((), jnp.nan, result.loss.dtype))
-        return TrainState(params, optimizer_state, key), (result.loss, _tree_squared_norm(result.update), cosine)
+        return TrainState(params, optimizer_state, key), (result.loss, tree_squared_norm(result.update), cosine)
 
     def epoch(state: TrainState, train_states: EnvState, test_states: EnvState):
-        num_batches = train_states.physics.shape[0] // batch_size
-        batches = jax.tree.map(
-            lambda x: x[:num_batches * batch_size].reshape(num_batches, batch_size, *x.shape[1:]), train_states)
-        state, (losses, norms, cosines) = jax.lax.scan(update, state, batches)
-        metrics = {"batch_loss": jnp.mean(losses),
-                   "train_loss": rollout_loss(problem, state.params, train_states),
-                   "test_loss": rollout_loss(problem, state.params, test_states),
-                   "update_norm_squared": jnp.mean(norms),
-                   "cosine": jnp.mean(cosines)}
-        return state, metrics
+        return scan_epoch(problem, update, state, train_states, test_states, batch_size)
 
     return jax.jit(epoch)
 

@@ -182,9 +182,10 @@ def gated_fields(problem: Problem, params: Any, states: EnvState, gates: Array,
 
     ``truncate_every`` = k > 0 also closes both paths at the steps t = k, 2k, ... (``truncated(k)``);
     0 means never. One reverse scan carries the F adjoints side by side
-    (λ_t = p_f·(A_tᵀ λ_{t+1} + ∂ℓ_t/∂x_t) + n_f·K_tᵀ μ_t, update_f = Σ_t P_tᵀ μ_t), as
-    :func:`bptt_and_modified` does for the fixed pair (bptt, modified). Gradients have a leading
-    axis of size F.
+    (λ_t = p_f·(A_tᵀ λ_{t+1} + ∂ℓ_t/∂x_t) + n_f·K_tᵀ μ_t) and records the control cotangents μ_t; the
+    parameter gradients update_f = Σ_t P_tᵀ μ_t then come from one vector-Jacobian product of the
+    network over the whole trajectory. :func:`bptt_and_modified` is the pair (bptt, modified).
+    Gradients have a leading axis of size F.
     """
     gates = jnp.asarray(gates)
     if gates.ndim != 2 or gates.shape[1] != 2:

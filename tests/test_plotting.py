@@ -94,6 +94,30 @@ def test_study_figure_and_table(study_root, tmp_path):
     assert "| CartPole | 1 | bptt | none | 3 |" in markdown
 
 
+def test_table_reports_when_the_smoothed_loss_reaches_a_level(study_root, tmp_path):
+    runs, summary, markdown = summary_table([study_root], tmp_path / "summary.csv", reach=0.1, smooth=30)
+
+    def first_epoch_below(scale):                 # the trailing 30-epoch mean of scale·2/(1 + e), computed directly
+        for epoch in range(61):
+            window = np.arange(max(0, epoch - 29), epoch + 1)
+            if np.mean(scale * 2.0 / (1 + window)) < 0.1:
+                return epoch
+        return None
+
+    expected = [first_epoch_below(scale) for scale in (1.0, 2.0, 3.0)]
+    assert expected[0] is not None and expected[1] is not None and expected[2] is None   # the test bites
+    bptt = sorted((row for row in runs if (row["level"], row["strategy"], row["clip"]) == (1, "bptt", "none")),
+                  key=lambda row: row["seed"])
+    assert [row["reached_epoch"] for row in bptt] == expected
+    one = next(row for row in summary if (row["level"], row["strategy"], row["clip"]) == (1, "bptt", "none"))
+    assert one["reached_runs"] == 2 and one["reached_epoch_median"] == pytest.approx(np.median(expected[:2]))
+    assert f"| {np.median(expected[:2]):g} (2/3) |" in markdown
+    with open(tmp_path / "summary_runs.csv", newline="") as handle:
+        assert [row["reached_epoch"] for row in csv.DictReader(handle)][:3] == [str(expected[0]), str(expected[1]), ""]
+    with pytest.raises(ValueError, match="reach must be a finite loss > 0, got -1"):
+        summary_table([study_root], tmp_path / "bad.csv", reach=-1.0)
+
+
 def test_plot_command(study_root, tmp_path, capsys):
     assert plot_main([str(study_root), "--study", "cartpole", "--out", str(tmp_path / "s.png"),
                       "--table", str(tmp_path / "t.csv")]) == 0

@@ -132,13 +132,16 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
                         help="write the summary table (CSV, CSV_runs.csv, and markdown .md) and print it; "
                              "no figure unless --out or --study is given")
     parser.add_argument("--last", type=int, default=50, help="summary table: epochs at the end to take the median of")
+    parser.add_argument("--reach", type=float, default=0.01,
+                        help="summary table: report the first epoch at which the smoothed test loss is below this")
     args = parser.parse_args(argv)
     if args.smooth is not None and args.smooth < 1:
         parser.error(f"--smooth must be an integer >= 1, got {args.smooth}")
     from trainers.plotting import plot_runs, plot_study, summary_table
     try:
         if args.table is not None:
-            _, _, markdown = summary_table(args.runs, args.table, last=args.last)
+            _, _, markdown = summary_table(args.runs, args.table, last=args.last, reach=args.reach,
+                                         smooth=args.smooth or 30)
             print(markdown, end="")
             print(f"table: {args.table}")
         if args.study is not None:

@@ -289,14 +289,21 @@ def plot_study(paths: Sequence[str | Path], task: str, out: str | Path, *, smoot
     return _save(figure, out)
 
 
-SUMMARY_COLUMNS = ("task", "level", "strategy", "clip", "runs", "median", "min", "max", "q25", "q75")
+SUMMARY_COLUMNS = ("task", "level", "strategy", "clip", "runs", "median", "min", "max", "q25", "q75",
+                   "reached_runs", "reached_epoch_median")
 RUN_COLUMNS = ("task", "level", "strategy", "clip", "seed", "epochs", "last_epoch", "status", "final_test_loss",
-               "min_test_loss", "median_last", "run_dir")
+               "min_test_loss", "median_last", "best_smoothed", "reached_epoch", "run_dir")
 
 
-def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 50) -> tuple[list[dict], list[dict], str]:
+def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 50, reach: float = 0.01,
+                  smooth: int = 30) -> tuple[list[dict], list[dict], str]:
     """Per run the median test loss of its last ``last`` rows (epoch 0 excluded); across seeds, per (task,
     level, strategy, clip), the median and spread (min, max, quartiles) of those medians.
+
+    Speed of convergence: per run ``best_smoothed``, the lowest trailing moving average (``smooth`` rows, as
+    in the figure) of the test loss, and ``reached_epoch``, the first epoch at which that average is below
+    ``reach`` (empty if never); across seeds ``reached_runs`` (how many reached it) and
+    ``reached_epoch_median`` (the median epoch among those, empty if none).
 
     Writes ``out`` (the summary CSV), ``<out stem>_runs.csv`` (the per-run rows) and ``<out stem>.md`` (the
     summary as a markdown table). Returns (per-run rows, summary rows, markdown). A run's status is
@@ -304,6 +311,10 @@ def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 5
     """
     if isinstance(last, bool) or not isinstance(last, int) or last < 1:
         raise ValueError(f"last must be an integer >= 1, got {last!r}")
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
+        raise ValueError(f"smooth must be an integer >= 1, got {smooth!r}")
+    if not (isinstance(reach, (int, float)) and math.isfinite(reach) and reach > 0):
+        raise ValueError(f"reach must be a finite loss > 0, got {reach!r}")
     run_rows = []
     for record in find_runs(paths):
         config, columns = record.config, record.columns
@@ -314,27 +325,34 @@ def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 5
         target = config.get("epochs")
         status = ("failed" if record.failed else
                   "finished" if target is None or last_epoch >= int(target) else "partial")
+        smoothed = moving_average(losses, smooth)
+        below = np.flatnonzero(smoothed < reach)
         run_rows.append({"task": config["task"], "level": run_level(config), "strategy": strategy_label(config),
                          "clip": str(config.get("clip", "none")), "seed": config.get("seed"),
                          "epochs": target, "last_epoch": last_epoch, "status": status,
                          "final_test_loss": float(losses[-1]), "min_test_loss": float(np.nanmin(losses)),
-                         "median_last": float(np.median(trained[-last:])), "run_dir": str(record.run_dir)})
+                         "median_last": float(np.median(trained[-last:])),
+                         "best_smoothed": float(np.nanmin(smoothed)),
+                         "reached_epoch": int(epochs[below[0]]) if len(below) else None,
+                         "run_dir": str(record.run_dir)})
     run_rows.sort(key=lambda r: (r["task"], str(r["level"]), r["strategy"], r["clip"], str(r["seed"])))
-    groups: dict[tuple, list[float]] = {}
+    groups: dict[tuple, list[dict]] = {}
     for row in run_rows:
-        groups.setdefault((row["task"], row["level"], row["strategy"], row["clip"]), []).append(row["median_last"])
+        groups.setdefault((row["task"], row["level"], row["strategy"], row["clip"]), []).append(row)
     summary = []
-    for (task, level, strategy, clip), values in groups.items():
-        values = np.asarray(values)
+    for (task, level, strategy, clip), rows in groups.items():
+        values = np.asarray([row["median_last"] for row in rows])
+        reached = [row["reached_epoch"] for row in rows if row["reached_epoch"] is not None]
         summary.append({"task": task, "level": level, "strategy": strategy, "clip": clip, "runs": len(values),
                         "median": float(np.median(values)), "min": float(values.min()),
                         "max": float(values.max()), "q25": float(np.percentile(values, 25)),
-                        "q75": float(np.percentile(values, 75))})
+                        "q75": float(np.percentile(values, 75)), "reached_runs": len(reached),
+                        "reached_epoch_median": float(np.median(reached)) if reached else None})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(_csv(summary, SUMMARY_COLUMNS))
     out.with_name(out.stem + "_runs.csv").write_text(_csv(run_rows, RUN_COLUMNS))
-    markdown = _markdown(summary, last)
+    markdown = _markdown(summary, last, reach, smooth)
     out.with_suffix(".md").write_text(markdown)
     return run_rows, summary, markdown
 
@@ -348,10 +366,15 @@ def _csv(rows: list[dict], columns: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def _markdown(summary: list[dict], last: int) -> str:
-    lines = [f"Median test loss of the last {last} epochs per run; across seeds: median [min, max].", "",
-             "| task | level | strategy | clip | runs | median | min | max |", "|---|---|---|---|---|---|---|---|"]
+def _markdown(summary: list[dict], last: int, reach: float, smooth: int) -> str:
+    lines = [f"Median test loss of the last {last} epochs per run; across seeds: median, min and max. Last column: "
+             f"the median epoch at which the moving average over {smooth} epochs first fell below {reach:g}, "
+             "and in how many runs it did.", "",
+             f"| task | level | strategy | clip | runs | median | min | max | below {reach:g} at epoch (runs) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in summary:
+        reached = ("never" if row["reached_runs"] == 0 else
+                   f"{row['reached_epoch_median']:g} ({row['reached_runs']}/{row['runs']})")
         lines.append(f"| {row['task']} | {row['level']} | {row['strategy']} | {row['clip']} | {row['runs']} | "
-                     f"{row['median']:.4g} | {row['min']:.4g} | {row['max']:.4g} |")
+                     f"{row['median']:.4g} | {row['min']:.4g} | {row['max']:.4g} | {reached} |")
     return "\n".join(lines) + "\n"

@@ -97,6 +97,25 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     assert _without_time(rundir.read_metrics(tmp_path / "killed")) == _without_time(reference.metrics)
 
 
+def test_a_wall_time_budget_stops_with_a_checkpoint_and_the_run_continues_exactly(tmp_path):
+    config = TrainConfig(**TINY)
+    reference = train(config, out=tmp_path / "reference", quiet=True)
+    out = tmp_path / "budget"
+    stopped = train(config, out=out, quiet=True, minutes=1e-9)        # any epoch takes longer than that
+    assert [row["epoch"] for row in stopped.metrics] == [0, 1]
+    with np.load(out / rundir.CHECKPOINT_FILE, allow_pickle=False) as saved:
+        assert int(saved["epoch"]) == 1                                   # checkpointed off the 2-epoch grid
+    assert _same_params(stopped.params, train(config, epochs=1, quiet=True).params)
+    again = train(config, out=out, quiet=True, minutes=1e-9)          # the budget is already spent
+    assert [row["epoch"] for row in again.metrics] == [0, 1]
+    finished = train(config, out=out, quiet=True)                      # no budget: on to config.epochs
+    assert _same_params(finished.params, reference.params)
+    assert _without_time(finished.metrics) == _without_time(reference.metrics)
+    for minutes in (0, -1.0, math.inf, True):
+        with pytest.raises(ValueError, match="minutes must be a finite number > 0"):
+            train(config, quiet=True, minutes=minutes)
+
+
 def test_a_cut_short_metrics_line_is_dropped_on_resume(tmp_path):
     config = TrainConfig(**TINY)
     reference = train(config, out=tmp_path / "reference", quiet=True)
@@ -266,6 +285,9 @@ def test_command_line_trains_resumes_and_plots(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_main(["cartpole", "--epochs", "0", "--out", str(tmp_path / "y")])
     assert "epochs must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_main(["cartpole", "--minutes", "0", "--out", str(tmp_path / "z")])
+    assert "--minutes must be a finite number > 0, got 0.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         plot_main([str(tmp_path / "missing")])
 

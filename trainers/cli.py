@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -43,6 +44,10 @@ def _train_parser() -> argparse.ArgumentParser:
     method.add_argument("--clip-threshold", type=float, default=1.0, help="clipping threshold")
     data = parser.add_argument_group("data and schedule")
     data.add_argument("--epochs", type=int, default=30, help="epochs (the study runs 1000)")
+    data.add_argument("--minutes", type=float, default=None,
+                      help="wall-time budget: stop after the first epoch at which the run's training time "
+                           "(summed epoch times, compilation excluded, across resumes) reaches it, or at "
+                           "--epochs; for comparisons at equal wall time")
     data.add_argument("--batch-size", type=int, default=8, help="initial states per update")
     data.add_argument("--train-size", type=int, default=256, help="training initial states")
     data.add_argument("--test-size", type=int, default=256, help="test initial states")
@@ -87,6 +92,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         config.make_env()
     except ValueError as error:
         parser.error(str(error))
+    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+        parser.error(f"--minutes must be a finite number > 0, got {args.minutes!r}")
     out = args.out or Path("runs") / f"{args.task}-{args.strategy}-{args.clip}-seed{args.seed}"
     if args.resume and not (out / "config.json").exists():
         parser.error(f"--resume: {out} holds no run to resume")
@@ -94,7 +101,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         print(f"diffenvs-train: {args.task} {config.env_params or ''} strategy={config.strategy} "
               f"clip={config.clip} epochs={config.epochs} -> {out}", flush=True)
     try:
-        result = train(config, out=out, quiet=args.quiet, overwrite=args.overwrite)
+        result = train(config, out=out, quiet=args.quiet, overwrite=args.overwrite, minutes=args.minutes)
     except NonFiniteError as error:
         print(f"diffenvs-train: {error}", file=sys.stderr)
         return 3

@@ -260,7 +260,7 @@ class _Progress:
 
 def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
           controller: Controller | None = None, optimizer: optax.GradientTransformation | None = None,
-          quiet: bool = False, overwrite: bool = False,
+          quiet: bool = False, overwrite: bool = False, minutes: float | None = None,
           callback: Callable[[dict[str, float]], None] | None = None, **overrides: Any) -> TrainResult:
     """Train a controller; returns its params and per-epoch metrics.
 
@@ -271,7 +271,15 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
     of an uninterrupted run. ``callback(row)`` is called after each epoch is recorded (and
     checkpointed when due); raising from it stops the run. ``controller`` replaces the study's network; ``optimizer`` (any optax
     transformation) replaces the named optimizer and the clipping.
+
+    ``minutes`` is a wall-time budget: training stops (with a checkpoint) after the first epoch at which
+    the run's training time, the sum of its ``epoch_seconds`` across resumes (compilation excluded),
+    reaches it, or at ``config.epochs``, whichever comes first. The epoch reached depends on the
+    machine; the parameters at a given epoch do not (train with ``epochs`` set to it to reproduce them).
     """
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
+                                or not math.isfinite(minutes) or minutes <= 0):
+        raise ValueError(f"minutes must be a finite number > 0 (a wall-time budget), got {minutes!r}")
     config = dataclasses.replace(config, **overrides) if config is not None else TrainConfig(**overrides)
     custom = {"controller": "custom" if controller is not None else "study",
               "optimizer_object": "custom" if optimizer is not None else None}
@@ -314,7 +322,9 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
                  "cosine": math.nan, "epoch_seconds": 0.0}]
     if run_dir is not None:
         rundir.write_metrics(run_dir, rows)
-    if start_epoch >= config.epochs:
+    budget_seconds = math.inf if minutes is None else 60.0 * minutes
+    spent_seconds = sum(row["epoch_seconds"] for row in rows)
+    if start_epoch >= config.epochs or spent_seconds >= budget_seconds:
         return TrainResult(state.params, rows, run_dir)
 
     signature = str(jax.tree.map(lambda x: (x.shape, x.dtype), (state, train_states, test_states)))
@@ -338,12 +348,16 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
             state = new_state
             rows.append(row)
             progress.update(row)
+            spent_seconds += seconds
+            out_of_time = spent_seconds >= budget_seconds
             if run_dir is not None:
                 rundir.append_metrics(run_dir, row)
-                if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+                if epoch % config.checkpoint_every == 0 or epoch == config.epochs or out_of_time:
                     rundir.save_checkpoint(run_dir, epoch, state)
             if callback is not None:
                 callback(row)
+            if out_of_time:
+                break
     finally:
         progress.close()
     return TrainResult(state.params, rows, run_dir)

@@ -202,6 +202,15 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, smooth: int = 
     plt = _pyplot()
     colours = _colours([strategy_label(record.config) for record in runs])
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    _draw_runs(axes, runs, colours, x=x, smooth=smooth)
+    axes.set_title(title or ", ".join(sorted({_describe(record.config) for record in runs})))
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return _save(figure, out)
+
+
+def _draw_runs(axes: Any, runs: Sequence[RunRecord], colours: dict[str, str], *, x: str, smooth: int) -> None:
+    """One line per run: test loss (moving average over ``smooth`` rows) against ``x``, log scale."""
     labelled = set()
     for record in runs:
         config = record.config
@@ -214,10 +223,36 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, smooth: int = 
     axes.set_yscale("log")
     axes.set_xlabel(X_LABELS[x])
     axes.set_ylabel("test loss")
-    axes.set_title(title or ", ".join(sorted({_describe(record.config) for record in runs})))
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
+
+
+def plot_comparison(paths: Sequence[str | Path], out: str | Path, *, smooth: int = 1,
+                    title: str | None = None) -> Path:
+    """The RL comparison figure: one row per (task, level), test loss against wall time (left) and
+    environment steps (right), one colour per method (RL algorithm or gradient strategy). Saves a PNG."""
+    runs = find_runs(paths)
+    if not runs:
+        raise ValueError(f"paths: no runs found in {[str(path) for path in paths]}")
+    from diffenvs.registry import canonical_name
+    from trainers.presets import COMPLEXITY_LEVELS
+    cases: dict[tuple[str, str], list[RunRecord]] = {}
+    for record in runs:                             # baselines record the short task name, trainers the canonical
+        cases.setdefault((canonical_name(record.config["task"]), str(run_level(record.config))), []).append(record)
+    plt = _pyplot()
+    colours = _colours([strategy_label(record.config) for record in runs])
+    figure, axes = plt.subplots(len(cases), 2, figsize=(11, 3.4 * len(cases)), squeeze=False)
+    for row, ((task, level), records) in enumerate(sorted(cases.items())):
+        for column, x in enumerate(("wall_seconds", "env_steps")):
+            _draw_runs(axes[row, column], records, colours, x=x, smooth=smooth)
+            axes[row, column].set_xscale("log" if x == "env_steps" else "linear")
+            axes[row, column].set_title(f"{task}, {COMPLEXITY_LEVELS[task][0]} = {level}", fontsize=10)
+    handles = {}
+    for panel in axes.flat:
+        for handle, label in zip(*panel.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 5), fontsize=8)
+    figure.suptitle(title or "test loss: RL baselines and gradient strategies")
+    figure.tight_layout(rect=(0, 0.04, 1, 0.98))
     return _save(figure, out)
 
 

@@ -1,0 +1,74 @@
+"""The RL comparison runner: cases, skipping finished runs, the table and the figure (tiny budgets)."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from trainers import rundir
+from trainers.comparison import comparison_table, main, parse_case, run_comparison, run_name, write_table
+from trainers.plotting import plot_comparison
+
+APG_TINY = {"eval_every": 400, "hyperparameters": {"num_envs": 4, "hidden_layer_sizes": [16]}, "num_test": 8}
+
+
+def test_cases_are_parsed_and_bad_ones_named():
+    assert parse_case("cartpole:4") == ("CartPole", 4)
+    assert parse_case("guidance:0.01") == ("GuidanceByRepulsion", 0.01)
+    assert parse_case("quantum:3") == ("QuantumControl", 3)
+    for bad in ("cartpole", "cartpole:7", "guidance:0.5", "quantum:x", "pendulum:1"):
+        with pytest.raises(ValueError, match="cases: "):
+            parse_case(bad)
+    with pytest.raises(ValueError, match="methods: 'ddpg' is not one of"):
+        run_comparison("unused", cases=["cartpole:1"], methods=["ddpg"])
+    with pytest.raises(ValueError, match="minutes must be a finite number > 0"):
+        run_comparison("unused", cases=["cartpole:1"], methods=["bptt"], minutes=0)
+
+
+@pytest.fixture(scope="module")
+def comparison_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("comparison")
+    run_comparison(root, cases=["cartpole:1"], methods=["apg", "bptt"], minutes=0.002,
+                   baseline_options={"apg": APG_TINY}, log=lambda text: None)
+    return root
+
+
+def test_runs_stop_at_the_budget_and_finished_runs_are_skipped(comparison_root):
+    apg = comparison_root / run_name("CartPole", 1, "apg", 0)
+    bptt = comparison_root / run_name("CartPole", 1, "bptt", 0)
+    apg_rows, bptt_rows = rundir.read_metrics(apg), rundir.read_metrics(bptt)
+    assert apg_rows[-1]["wall_seconds"] >= 0.12            # stopped at the first evaluation past the budget
+    # the gradient run stops after the first epoch that reaches 0.12 s of summed epoch time
+    seconds = np.cumsum([row["epoch_seconds"] for row in bptt_rows])
+    assert seconds[-1] >= 0.12 and (len(seconds) == 2 or seconds[-2] < 0.12)
+    log = []
+    run_comparison(comparison_root, cases=["cartpole:1"], methods=["apg", "bptt"], minutes=0.002,
+                   baseline_options={"apg": APG_TINY}, log=log.append)
+    assert log == [f"{apg.name}: finished, skipped", f"{bptt.name}: bptt (clip norm) for 0.002 min"]
+    assert [row["wall_seconds"] for row in rundir.read_metrics(apg)] == [row["wall_seconds"] for row in apg_rows]
+    assert len(rundir.read_metrics(bptt)) == len(bptt_rows)            # budget spent: no new epoch
+
+
+def test_table_and_figure(comparison_root, tmp_path, capsys):
+    rows = comparison_table([comparison_root])
+    assert [row["method"] for row in rows] == ["apg", "bptt"]
+    bptt = rows[1]
+    metrics = rundir.read_metrics(comparison_root / run_name("CartPole", 1, "bptt", 0))
+    assert bptt["loss_final"] == pytest.approx(metrics[-1]["test_loss"])
+    assert bptt["loss_best"] == pytest.approx(min(row["test_loss"] for row in metrics))
+    assert bptt["env_steps"] == (len(metrics) - 1) * 256 * 100        # epochs x training states x steps
+    assert bptt["loss_1min"] == pytest.approx(metrics[-1]["test_loss"])  # the whole run is under a minute
+    out = write_table(rows, tmp_path / "table.csv")
+    with open(out, newline="") as handle:
+        assert [row["method"] for row in csv.DictReader(handle)] == ["apg", "bptt"]
+    assert "| CartPole | 1 | bptt |" in out.with_suffix(".md").read_text()
+    figure = plot_comparison([comparison_root], tmp_path / "figure.png")
+    assert figure.stat().st_size > 5000
+    height = int.from_bytes(figure.read_bytes()[20:24], "big")          # PNG header: one row of panels,
+    assert height == round(3.4 * 120)                                    # RL and gradient runs together
+    assert main([str(comparison_root), "--cases", "cartpole:1", "--methods", "apg", "bptt", "--report-only",
+                 "--plot", str(tmp_path / "cli.png")]) == 0
+    assert "| CartPole | 1 | apg |" in capsys.readouterr().out and (tmp_path / "cli.png").exists()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "empty"), "--report-only"])
+    assert "no comparison runs" in capsys.readouterr().err

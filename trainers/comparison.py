@@ -1,0 +1,222 @@
+"""The RL comparison: brax PPO, SAC and APG against gradient strategies at equal wall time.
+
+``run_comparison`` trains, for each case (task and complexity level) and each method, one run
+directory under ``out``: RL methods with :func:`trainers.baseline.train_baseline` and a time budget,
+gradient strategies with :func:`trainers.training.train` on the study protocol and the same budget
+(``minutes``). Finished runs are skipped: gradient runs resume from their checkpoint, RL runs (which
+brax cannot resume) are restarted when unfinished. ``comparison_table`` reads the run directories
+back and reports, per run, the test loss after 1 and 5 minutes and at the end of the budget, the
+best test loss, the environment steps and the wall time used.
+
+Wall time: for RL runs the training time since brax's ``train`` was called (set-up and compilation
+included, test-set evaluations excluded); for gradient runs the summed epoch times (compilation
+excluded, the per-epoch evaluation of the full training and test sets included). Environment steps
+count training steps only (not the test-set evaluations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from diffenvs.registry import canonical_name
+from trainers import rundir
+from trainers.baseline import ALGOS, short_task_name, train_baseline
+from trainers.plotting import find_runs, plot_comparison, strategy_label, x_values
+from trainers.presets import COMPLEXITY_LEVELS, study_preset
+from trainers.training import train
+
+DEFAULT_CASES = ("cartpole:1", "cartpole:2", "cartpole:4", "guidance:0.01", "quantum:3")
+"""The cases of the published comparison (issue 5): TASK:LEVEL."""
+GRADIENT_STRATEGIES = ("bptt", "combined")
+DEFAULT_METHODS = ("ppo", "sac", "apg", *GRADIENT_STRATEGIES)
+GRADIENT_CLIP = "norm"
+"""Clipping of the gradient runs (the study protocol otherwise), fixed before any comparison was run."""
+MAX_EPOCHS = 1_000_000
+"""The gradient runs' epoch limit: high enough that the wall-time budget always ends them first."""
+TABLE_COLUMNS = ("task", "level", "method", "minutes", "loss_start", "loss_1min", "loss_5min", "loss_final",
+                 "loss_best", "env_steps", "wall_seconds", "rows", "run_dir")
+
+
+def parse_case(text: str) -> tuple[str, Any]:
+    """``"cartpole:4"`` -> ("CartPole", 4): the task and its complexity level (poles, rc or target)."""
+    task, separator, level_text = str(text).partition(":")
+    try:
+        name = canonical_name(task)
+    except ValueError as error:
+        raise ValueError(f"cases: {text!r}: {error}") from None
+    parameter, levels = COMPLEXITY_LEVELS[name]
+    try:
+        level = type(levels[0])(level_text) if separator else None
+    except ValueError:
+        level = None
+    if level not in levels:
+        raise ValueError(f"cases: {text!r} must be TASK:LEVEL with a level in {levels} ({parameter}) for {name}")
+    return name, level
+
+
+def run_name(task: str, level: Any, method: str, seed: int) -> str:
+    parameter = COMPLEXITY_LEVELS[canonical_name(task)][0]
+    return f"{short_task_name(task)}-{parameter}{level}-{method}-seed{seed}"
+
+
+def _check_methods(methods: Sequence[str]) -> list[str]:
+    allowed = (*ALGOS, *GRADIENT_STRATEGIES)
+    for method in methods:
+        if method not in allowed:
+            raise ValueError(f"methods: {method!r} is not one of {allowed}")
+    return list(methods)
+
+
+def _baseline_finished(run_dir: Path, budget_seconds: float) -> bool:
+    config = rundir.read_config(run_dir)
+    if config is None or config.get("time_budget_seconds") != budget_seconds:
+        return False
+    rows = rundir.read_metrics(run_dir)
+    return bool(rows) and float(rows[-1].get("wall_seconds", 0.0)) >= budget_seconds
+
+
+def run_comparison(out: str | Path, *, cases: Sequence[str] = DEFAULT_CASES,
+                   methods: Sequence[str] = DEFAULT_METHODS, minutes: float = 20.0, seed: int = 0,
+                   baseline_options: dict[str, dict[str, Any]] | None = None, quiet: bool = True,
+                   log: Callable[[str], None] = print) -> list[Path]:
+    """Train every (case, method) run missing under ``out`` with a budget of ``minutes`` of wall time.
+
+    ``baseline_options`` maps an RL method to extra :func:`train_baseline` arguments (for example
+    ``{"ppo": {"eval_every": 10_000}}``). Returns the run directories, in order.
+    """
+    parsed = [parse_case(case) for case in cases]
+    methods = _check_methods(methods)
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not (math.isfinite(minutes)
+                                                                                   and minutes > 0):
+        raise ValueError(f"minutes must be a finite number > 0, got {minutes!r}")
+    budget_seconds = 60.0 * minutes
+    out = Path(out)
+    run_dirs = []
+    for task, level in parsed:
+        parameter = COMPLEXITY_LEVELS[task][0]
+        for method in methods:
+            run_dir = out / run_name(task, level, method, seed)
+            run_dirs.append(run_dir)
+            if method in ALGOS:
+                if _baseline_finished(run_dir, budget_seconds):
+                    log(f"{run_dir.name}: finished, skipped")
+                    continue
+                log(f"{run_dir.name}: {method} for {minutes:g} min")
+                train_baseline(task, method, env_params={parameter: level}, seed=seed,
+                               time_budget_seconds=budget_seconds, out=run_dir, overwrite=True, quiet=quiet,
+                               **(baseline_options or {}).get(method, {}))
+            else:
+                config = study_preset(task, level, strategy=method, clip=GRADIENT_CLIP, seed=seed,
+                                      epochs=MAX_EPOCHS, checkpoint_every=50)
+                log(f"{run_dir.name}: {method} (clip {GRADIENT_CLIP}) for {minutes:g} min")
+                train(config, out=run_dir, minutes=minutes, quiet=quiet)
+    return run_dirs
+
+
+def _loss_at(seconds: np.ndarray, losses: np.ndarray, limit: float) -> float:
+    """The test loss of the last evaluation at or before ``limit`` seconds of training."""
+    index = np.searchsorted(seconds, limit, side="right") - 1
+    return float(losses[index]) if index >= 0 else math.nan
+
+
+def comparison_table(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """One row per run found in ``paths`` (see :data:`TABLE_COLUMNS`), sorted by task, level, method."""
+    rows = []
+    for record in find_runs(paths):
+        config = record.config
+        task = canonical_name(config["task"])            # baselines record the short name
+        parameter = COMPLEXITY_LEVELS[task][0]
+        losses = record.columns["test_loss"]
+        seconds = x_values(record, "wall_seconds")
+        steps = x_values(record, "env_steps")
+        budget = config.get("time_budget_seconds")
+        rows.append({"task": task, "level": config.get("env_params", {}).get(parameter),
+                     "method": strategy_label(config),
+                     "minutes": round(budget / 60.0, 3) if budget else round(float(seconds[-1]) / 60.0, 3),
+                     "loss_start": float(losses[0]), "loss_1min": _loss_at(seconds, losses, 60.0),
+                     "loss_5min": _loss_at(seconds, losses, 300.0), "loss_final": float(losses[-1]),
+                     "loss_best": float(np.nanmin(losses)), "env_steps": int(steps[-1]),
+                     "wall_seconds": float(seconds[-1]), "rows": len(losses), "run_dir": str(record.run_dir)})
+    order = {method: index for index, method in enumerate(DEFAULT_METHODS)}
+    rows.sort(key=lambda row: (row["task"], float(row["level"]), order.get(row["method"], 99), row["method"]))
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| task | level | method | test loss: start | 1 min | 5 min | end | best | env steps | wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['task']} | {row['level']} | {row['method']} | {row['loss_start']:.3g} | "
+                     f"{row['loss_1min']:.3g} | {row['loss_5min']:.3g} | {row['loss_final']:.3g} | "
+                     f"{row['loss_best']:.3g} | {row['env_steps']:.3g} | {row['wall_seconds'] / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
+    """The rows as CSV at ``out`` and as markdown beside it (``.md``)."""
+    import csv
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: repr(value) if isinstance(value, float) else value for key, value in row.items()})
+    out.with_suffix(".md").write_text(markdown_table(rows))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``diffenvs-compare``."""
+    parser = argparse.ArgumentParser(
+        prog="diffenvs-compare",
+        description="Run the RL comparison: for each case, brax PPO, SAC and APG and the gradient strategies "
+                    f"bptt and combined (study protocol, clip {GRADIENT_CLIP}) with the same wall-time budget, one "
+                    "run directory each under OUT (finished runs are skipped); then print the table and draw the "
+                    "figure (test loss against wall time and environment steps).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("out", type=Path, help="output root (one run directory per case and method)")
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="TASK:LEVEL cases")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help=f"among {(*ALGOS, *GRADIENT_STRATEGIES)}")
+    parser.add_argument("--minutes", type=float, default=20.0, help="wall-time budget of every run")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run (and of the test set)")
+    parser.add_argument("--table", type=Path, default=None, help="write the table as CSV (and .md beside it)")
+    parser.add_argument("--plot", type=Path, default=None, help="write the figure (PNG)")
+    parser.add_argument("--report-only", action="store_true", help="train nothing; table and figure of OUT")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        for case in args.cases:
+            parse_case(case)
+        _check_methods(args.methods)
+        if not (math.isfinite(args.minutes) and args.minutes > 0):
+            raise ValueError(f"--minutes must be a finite number > 0, got {args.minutes!r}")
+        if args.report_only:
+            names = [run_name(*parse_case(case), method, args.seed) for case in args.cases for method in args.methods]
+            run_dirs = [args.out / name for name in names if (args.out / name / rundir.CONFIG_FILE).exists()]
+        else:
+            run_dirs = run_comparison(args.out, cases=args.cases, methods=args.methods, minutes=args.minutes,
+                                      seed=args.seed, quiet=args.quiet,
+                                      log=lambda text: print(f"diffenvs-compare: {text}", flush=True))
+        if not run_dirs:
+            raise ValueError(f"out: no comparison runs in {args.out}")
+        rows = comparison_table(run_dirs)
+    except ValueError as error:
+        parser.error(str(error))
+    print(markdown_table(rows), end="")
+    if args.table is not None:
+        print(f"table: {write_table(rows, args.table)}")
+    if args.plot is not None:
+        print(f"plot: {plot_comparison(run_dirs, args.plot)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,7 +27,7 @@ import numpy as np
 from diffenvs.registry import canonical_name
 from trainers import rundir
 from trainers.baseline import ALGOS, short_task_name, train_baseline
-from trainers.plotting import find_runs, plot_comparison, strategy_label, x_values
+from trainers.plotting import find_runs, plot_comparison, run_level, strategy_label, x_values
 from trainers.presets import COMPLEXITY_LEVELS, study_preset
 from trainers.training import train
 
@@ -131,12 +131,11 @@ def comparison_table(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     for record in find_runs(paths):
         config = record.config
         task = canonical_name(config["task"])            # baselines record the short name
-        parameter = COMPLEXITY_LEVELS[task][0]
         losses = record.columns["test_loss"]
         seconds = x_values(record, "wall_seconds")
         steps = x_values(record, "env_steps")
         budget = config.get("time_budget_seconds")
-        rows.append({"task": task, "level": config.get("env_params", {}).get(parameter),
+        rows.append({"task": task, "level": run_level(config),
                      "method": strategy_label(config),
                      "minutes": round(budget / 60.0, 3) if budget else round(float(seconds[-1]) / 60.0, 3),
                      "loss_start": float(losses[0]), "loss_1min": _loss_at(seconds, losses, 60.0),

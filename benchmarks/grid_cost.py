@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from trainers.presets import study_preset
 from trainers.rollout import rollout_loss
-from trainers.training import _compile, initial_states, TrainState
+from trainers.training import _compile, initial_states, train
 
 ES_POPULATION = 32
 CASES = (("cartpole", 1), ("cartpole", 2), ("cartpole", 3), ("cartpole", 4), ("guidance", 0.001), ("quantum", 3))
@@ -60,21 +60,9 @@ def step_flops(task: str, level) -> tuple[float, float, int]:
 
 
 def epoch_seconds(task: str, level, epochs: int) -> float:
-    """Best of ``epochs`` timed study epochs of one bptt run (compilation excluded)."""
-    config = study_preset(task, level, strategy="bptt")
-    env, problem, strategy, optimizer, epoch_fn, *_ = _compile(config, None, None)
-    keys = jax.random.split(jax.random.PRNGKey(0), 4)
-    train, test = initial_states(env, keys[0], config.num_train), initial_states(env, keys[1], config.num_test)
-    params = problem.controller.init(keys[2])
-    state = TrainState(params, optimizer.init(params), keys[3])
-    compiled = epoch_fn.lower(state, train, test).compile()
-    best = float("inf")
-    for _ in range(epochs):
-        started = time.perf_counter()
-        state, metrics = compiled(state, train, test)
-        jax.block_until_ready(metrics)
-        best = min(best, time.perf_counter() - started)
-    return best
+    """Best of ``epochs`` timed study epochs of one bptt run (``train``'s epoch times, compilation excluded)."""
+    result = train(study_preset(task, level, strategy="bptt", epochs=epochs), quiet=True)
+    return min(row["epoch_seconds"] for row in result.metrics[1:])
 
 
 def matmul_rate(size: int = 2048, repeats: int = 5) -> float:

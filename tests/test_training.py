@@ -2,11 +2,9 @@
 
 import dataclasses
 import math
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp

@@ -70,6 +70,7 @@ import diffenvs
 from diffenvs.core import EnvState
 from diffenvs.registry import ALIASES, canonical_name
 from trainers import rundir
+from trainers.checks import check_count, check_finite_positive
 from trainers.training import initial_states
 
 ALGOS = ("ppo", "sac", "apg")
@@ -145,12 +146,6 @@ def default_hyperparameters(algo: str, task: str) -> dict[str, Any]:
 def _allowed_hyperparameters(algo: str) -> set[str]:
     signature = inspect.signature(_brax_train(algo)).parameters
     return (set(signature) - set(_MANAGED)) | set(_NETWORK_KEYS[algo]) | {"eval_every", "num_timesteps"}
-
-
-def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 class BaselineResult(NamedTuple):
@@ -236,7 +231,7 @@ def train_baseline(task: str, algo: str, *, env_params: dict | None = None, acti
     env_params = dict(env_params or {})
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    num_test = _check_count("num_test", num_test)
+    num_test = check_count("num_test", num_test)
     hyper = default_hyperparameters(algo, short)
     overrides = dict(hyperparameters or {})
     unknown = sorted(set(overrides) - _allowed_hyperparameters(algo))
@@ -245,21 +240,19 @@ def train_baseline(task: str, algo: str, *, env_params: dict | None = None, acti
                          f"{sorted(_allowed_hyperparameters(algo))}")
     hyper.update(overrides)
     if num_timesteps is not None:
-        num_timesteps = _check_count("num_timesteps", num_timesteps)
+        num_timesteps = check_count("num_timesteps", num_timesteps)
     if time_budget_seconds is not None:
-        if isinstance(time_budget_seconds, bool) or not isinstance(time_budget_seconds, (int, float)) \
-                or not (math.isfinite(time_budget_seconds) and time_budget_seconds > 0):
-            raise ValueError(f"time_budget_seconds must be a finite number > 0, got {time_budget_seconds!r}")
-    eval_every = _check_count("eval_every", eval_every if eval_every is not None else hyper["eval_every"])
+        check_finite_positive("time_budget_seconds", time_budget_seconds)
+    eval_every = check_count("eval_every", eval_every if eval_every is not None else hyper["eval_every"])
     if num_timesteps is None and time_budget_seconds is None:
-        num_timesteps = _check_count("num_timesteps", hyper["num_timesteps"])
+        num_timesteps = check_count("num_timesteps", hyper["num_timesteps"])
     if action_scale is not None:
         action_scale = check_action_scale(action_scale)
     env = BraxEnv(short, action_scale=action_scale, **env_params)
     num_steps = env.num_steps
     for name in ("num_envs", "batch_size", "unroll_length", "num_minibatches", "grad_updates_per_step"):
         if name in hyper:
-            _check_count(name, hyper[name])
+            check_count(name, hyper[name])
 
     run_dir = Path(out) if out is not None else None
     if run_dir is not None and not overwrite and any(
@@ -444,9 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         env_params = _env_params(args)
         diffenvs.make(args.task, **env_params)
         if args.timesteps is not None:
-            _check_count("--timesteps", args.timesteps)
-        if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
-            raise ValueError(f"--minutes must be a finite number > 0, got {args.minutes!r}")
+            check_count("--timesteps", args.timesteps)
+        if args.minutes is not None:
+            check_finite_positive("--minutes", args.minutes)
         overrides = _parse_overrides(args.set)
     except ValueError as error:
         parser.error(str(error))

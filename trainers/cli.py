@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from trainers.checks import check_finite_positive
 from trainers.training import CLIP_MODES, OPTIMIZERS, NonFiniteError, TrainConfig, train
 
 TASKS = ("cartpole", "guidance", "quantum")
@@ -90,10 +90,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                              num_test=args.test_size, batch_size=args.batch_size, epochs=args.epochs,
                              seed=args.seed, checkpoint_every=args.checkpoint_every)
         config.make_env()
+        if args.minutes is not None:
+            check_finite_positive("--minutes", args.minutes)
     except ValueError as error:
         parser.error(str(error))
-    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
-        parser.error(f"--minutes must be a finite number > 0, got {args.minutes!r}")
     out = args.out or Path("runs") / f"{args.task}-{args.strategy}-{args.clip}-seed{args.seed}"
     if args.resume and not (out / "config.json").exists():
         parser.error(f"--resume: {out} holds no run to resume")

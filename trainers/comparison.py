@@ -27,7 +27,8 @@ import numpy as np
 from diffenvs.registry import canonical_name
 from trainers import rundir
 from trainers.baseline import ALGOS, short_task_name, train_baseline
-from trainers.plotting import find_runs, plot_comparison, run_level, strategy_label, x_values
+from trainers.checks import check_finite_positive
+from trainers.plotting import csv_text, find_runs, plot_comparison, run_level, strategy_label, x_values
 from trainers.presets import COMPLEXITY_LEVELS, study_preset
 from trainers.training import train
 
@@ -92,9 +93,7 @@ def run_comparison(out: str | Path, *, cases: Sequence[str] = DEFAULT_CASES,
     """
     parsed = [parse_case(case) for case in cases]
     methods = _check_methods(methods)
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not (math.isfinite(minutes)
-                                                                                   and minutes > 0):
-        raise ValueError(f"minutes must be a finite number > 0, got {minutes!r}")
+    check_finite_positive("minutes", minutes)
     budget_seconds = 60.0 * minutes
     out = Path(out)
     run_dirs = []
@@ -159,14 +158,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def write_table(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
     """The rows as CSV at ``out`` and as markdown beside it (``.md``)."""
-    import csv
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: repr(value) if isinstance(value, float) else value for key, value in row.items()})
+    out.write_text(csv_text(rows, TABLE_COLUMNS))
     out.with_suffix(".md").write_text(markdown_table(rows))
     return out
 
@@ -195,8 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for case in args.cases:
             parse_case(case)
         _check_methods(args.methods)
-        if not (math.isfinite(args.minutes) and args.minutes > 0):
-            raise ValueError(f"--minutes must be a finite number > 0, got {args.minutes!r}")
+        check_finite_positive("--minutes", args.minutes)
         if args.report_only:
             names = [run_name(*parse_case(case), method, args.seed) for case in args.cases for method in args.methods]
             run_dirs = [args.out / name for name in names if (args.out / name / rundir.CONFIG_FILE).exists()]

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from trainers import rundir
+from trainers.checks import check_count
 
 LINE_STYLES = {"none": "-", "value": "--", "norm": ":"}
 X_AXES = ("epoch", "env_steps", "wall_seconds")
@@ -344,10 +345,8 @@ def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 5
     summary as a markdown table). Returns (per-run rows, summary rows, markdown). A run's status is
     "finished", "failed" (failed.json from a sweep: stopped by a non-finite value) or "partial".
     """
-    if isinstance(last, bool) or not isinstance(last, int) or last < 1:
-        raise ValueError(f"last must be an integer >= 1, got {last!r}")
-    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
-        raise ValueError(f"smooth must be an integer >= 1, got {smooth!r}")
+    check_count("last", last)
+    check_count("smooth", smooth)
     if not (isinstance(reach, (int, float)) and math.isfinite(reach) and reach > 0):
         raise ValueError(f"reach must be a finite loss > 0, got {reach!r}")
     run_rows = []
@@ -385,14 +384,15 @@ def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 5
                         "reached_epoch_median": float(np.median(reached)) if reached else None})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_csv(summary, SUMMARY_COLUMNS))
-    out.with_name(out.stem + "_runs.csv").write_text(_csv(run_rows, RUN_COLUMNS))
+    out.write_text(csv_text(summary, SUMMARY_COLUMNS))
+    out.with_name(out.stem + "_runs.csv").write_text(csv_text(run_rows, RUN_COLUMNS))
     markdown = _markdown(summary, last, reach, smooth)
     out.with_suffix(".md").write_text(markdown)
     return run_rows, summary, markdown
 
 
-def _csv(rows: list[dict], columns: Sequence[str]) -> str:
+def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """``rows`` as CSV text with a header of ``columns``; floats written with repr (exact round trip), None empty."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

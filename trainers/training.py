@@ -17,13 +17,13 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import diffenvs
 from diffenvs.core import EnvState, FunctionalEnv
 from diffenvs.registry import canonical_name
 from trainers import rundir
+from trainers.checks import check_finite_positive
 from trainers.networks import Controller, study_controller
 from trainers.rollout import Problem, rollout_loss
 from trainers.strategies import Strategy, get_strategy
@@ -277,9 +277,8 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
     reaches it, or at ``config.epochs``, whichever comes first. The epoch reached depends on the
     machine; the parameters at a given epoch do not (train with ``epochs`` set to it to reproduce them).
     """
-    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
-                                or not math.isfinite(minutes) or minutes <= 0):
-        raise ValueError(f"minutes must be a finite number > 0 (a wall-time budget), got {minutes!r}")
+    if minutes is not None:
+        check_finite_positive("minutes", minutes)
     config = dataclasses.replace(config, **overrides) if config is not None else TrainConfig(**overrides)
     custom = {"controller": "custom" if controller is not None else "study",
               "optimizer_object": "custom" if optimizer is not None else None}

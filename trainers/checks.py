@@ -1,0 +1,23 @@
+"""Checks of plain-Python arguments (counts, budgets) that raise ValueError naming the argument."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def check_count(name: str, value: Any) -> int:
+    """``value`` as an int if it is an integer >= 1 (not a bool), else ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_finite_positive(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite number > 0 (not a bool), else ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)

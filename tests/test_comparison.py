@@ -72,3 +72,29 @@ def test_table_and_figure(comparison_root, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty"), "--report-only"])
     assert "no comparison runs" in capsys.readouterr().err
+
+
+def test_archive_keeps_the_comparison(comparison_root, tmp_path, capsys):
+    archive = tmp_path / "comparison.csv.gz"
+    assert main([str(comparison_root), "--cases", "cartpole:1", "--methods", "apg", "bptt", "--report-only",
+                 "--archive", str(archive), "--table", str(tmp_path / "from_dirs.csv")]) == 0
+    assert "archive: merged 2 runs" in capsys.readouterr().out
+    # later, with the run directories gone: the table comes from the archive alone
+    assert main([str(tmp_path / "gone"), "--report-only", "--archive", str(archive),
+                 "--table", str(tmp_path / "from_archive.csv"), "--plot", str(tmp_path / "archive.png")]) == 0
+    assert "merged" not in capsys.readouterr().out and (tmp_path / "archive.png").stat().st_size > 5000
+    with open(tmp_path / "from_dirs.csv", newline="") as dirs, open(tmp_path / "from_archive.csv", newline="") as kept:
+        from_dirs, from_archive = list(csv.DictReader(dirs)), list(csv.DictReader(kept))
+    assert [row.pop("run_dir") for row in from_archive] == [str(archive / run_name("CartPole", 1, method, 0))
+                                                             for method in ("apg", "bptt")]
+    assert [row.pop("run_dir") and row for row in from_dirs] == from_archive
+    # a run of another case merged later keeps the earlier ones
+    bptt = comparison_root / run_name("CartPole", 1, "bptt", 0)
+    other = tmp_path / "other" / run_name("CartPole", 2, "bptt", 0)
+    other.mkdir(parents=True)
+    for name in (rundir.CONFIG_FILE, rundir.METRICS_FILE):
+        (other / name).write_text((bptt / name).read_text().replace('"num_poles": 1', '"num_poles": 2'))
+    assert main([str(tmp_path / "other"), "--cases", "cartpole:2", "--methods", "bptt", "--report-only",
+                 "--archive", str(archive)]) == 0
+    assert [line.split(" | ")[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("| CartPole")] \
+        == [["1", "apg"], ["1", "bptt"], ["2", "bptt"]]

@@ -5,7 +5,7 @@ directory under ``out``: RL methods with :func:`trainers.baseline.train_baseline
 gradient strategies with :func:`trainers.training.train` on the study protocol and the same budget
 (``minutes``). Finished runs are skipped: gradient runs resume from their checkpoint, RL runs (which
 brax cannot resume) are restarted when unfinished. ``comparison_table`` reads the run directories
-back and reports, per run, the test loss after 1 and 5 minutes and at the end of the budget, the
+(or a run archive, which keeps them in git) back and reports, per run, the test loss after 1 and 5 minutes and at the end of the budget, the
 best test loss, the environment steps and the wall time used.
 
 Wall time: for RL runs the training time since brax's ``train`` was called (set-up and compilation
@@ -26,6 +26,7 @@ import numpy as np
 
 from diffenvs.registry import canonical_name
 from trainers import rundir
+from trainers.archive import export_runs
 from trainers.baseline import ALGOS, short_task_name, train_baseline
 from trainers.checks import check_finite_positive
 from trainers.plotting import csv_text, find_runs, plot_comparison, run_level, strategy_label, x_values
@@ -183,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, default=None, help="write the table as CSV (and .md beside it)")
     parser.add_argument("--plot", type=Path, default=None, help="write the figure (PNG)")
     parser.add_argument("--report-only", action="store_true", help="train nothing; table and figure of OUT")
+    parser.add_argument("--archive", type=Path, default=None, metavar="ARCHIVE",
+                        help="run archive (.csv.gz) that keeps the comparison: the runs of these cases and methods "
+                             "found in OUT are merged into it (replacing runs of the same name), and the table and "
+                             "figure show every run of ARCHIVE")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
@@ -197,16 +202,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_dirs = run_comparison(args.out, cases=args.cases, methods=args.methods, minutes=args.minutes,
                                       seed=args.seed, quiet=args.quiet,
                                       log=lambda text: print(f"diffenvs-compare: {text}", flush=True))
-        if not run_dirs:
+        sources: list[Path] = run_dirs
+        if args.archive is not None:
+            if run_dirs:
+                export_runs(run_dirs, args.archive, merge=True)
+                print(f"archive: merged {len(run_dirs)} runs into {args.archive}")
+            if args.archive.exists():
+                sources = [args.archive]
+        if not sources:
             raise ValueError(f"out: no comparison runs in {args.out}")
-        rows = comparison_table(run_dirs)
+        rows = comparison_table(sources)
     except ValueError as error:
         parser.error(str(error))
     print(markdown_table(rows), end="")
     if args.table is not None:
         print(f"table: {write_table(rows, args.table)}")
     if args.plot is not None:
-        print(f"plot: {plot_comparison(run_dirs, args.plot)}")
+        print(f"plot: {plot_comparison(sources, args.plot)}")
     return 0
 
 

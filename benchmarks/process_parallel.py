@@ -40,7 +40,7 @@ SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_t
 DEFAULT_EPOCHS = {"cartpole": 120, "guidance": 120, "quantum": 25}
 
 
-def median_epoch_seconds(task: str, level, epochs: int, processes: int, xla_flags: str | None) -> list[float]:
+def median_epoch_seconds(task: str, level: float, epochs: int, processes: int, xla_flags: str | None) -> list[float]:
     """Start ``processes`` training processes at once; each one's median epoch seconds."""
     environment = dict(os.environ)
     if xla_flags:

@@ -5,8 +5,8 @@ directory under ``out``: RL methods with :func:`trainers.baseline.train_baseline
 gradient strategies with :func:`trainers.training.train` on the study protocol and the same budget
 (``minutes``). Finished runs are skipped: gradient runs resume from their checkpoint, RL runs (which
 brax cannot resume) are restarted when unfinished. ``comparison_table`` reads the run directories
-(or a run archive, which keeps them in git) back and reports, per run, the test loss after 1 and 5 minutes and at the end of the budget, the
-best test loss, the environment steps and the wall time used.
+(or a run archive, which keeps them in git) back and reports, per run, the test loss after 1 and 5
+minutes and at the end of the budget, the best test loss, the environment steps and the wall time used.
 
 Wall time: for RL runs the training time since brax's ``train`` was called (set-up and compilation
 included, test-set evaluations excluded); for gradient runs the summed epoch times (compilation

@@ -28,6 +28,8 @@ import statistics
 import subprocess
 import sys
 
+from trainers.comparison import parse_case
+
 WORKER = """
 import json, sys
 from trainers.presets import study_preset
@@ -37,7 +39,7 @@ result = train(study_preset(task, level, strategy="bptt", seed=seed, epochs=epoc
 print(json.dumps([row["epoch_seconds"] for row in result.metrics[2:]]))
 """
 SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-DEFAULT_EPOCHS = {"cartpole": 120, "guidance": 120, "quantum": 25}
+DEFAULT_EPOCHS = {"CartPole": 120, "GuidanceByRepulsion": 120, "QuantumControl": 25}
 
 
 def median_epoch_seconds(task: str, level: float, epochs: int, processes: int, xla_flags: str | None) -> list[float]:
@@ -67,14 +69,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.processes < 2:
         parser.error(f"--processes must be an integer >= 2, got {args.processes}")
+    try:
+        cases = [(case, *parse_case(case)) for case in args.cases]
+    except ValueError as error:
+        parser.error(str(error))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     variants = [("default", None)] + ([("1 XLA thread", SINGLE_THREAD_FLAGS)] if args.xla_single_thread else [])
     print(f"{'case':<14}{'XLA threads':<14}{'processes':>10}{'s/epoch (median per run)':>28}"
           f"{'run-epochs/s':>14}{'speed-up':>10}")
-    for case in args.cases:
-        task, _, level_text = case.partition(":")
-        level = json.loads(level_text)
+    for case, task, level in cases:
         epochs = args.epochs or DEFAULT_EPOCHS[task]
         reference = None
         for label, flags in variants:

@@ -27,6 +27,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 
 from trainers.comparison import parse_case
 
@@ -47,15 +48,28 @@ def median_epoch_seconds(task: str, level: float, epochs: int, processes: int, x
     environment = dict(os.environ)
     if xla_flags:
         environment["XLA_FLAGS"] = (environment.get("XLA_FLAGS", "") + " " + xla_flags).strip()
+    # stderr goes to a file, not a pipe: an unread pipe could fill up and stall a worker being timed.
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in range(processes)]
     workers = [subprocess.Popen([sys.executable, "-c", WORKER, task, json.dumps(level), str(seed), str(epochs)],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment)
-               for seed in range(processes)]
+                                stdout=subprocess.PIPE, stderr=log, text=True, env=environment)
+               for seed, log in enumerate(logs)]
     medians = []
-    for worker in workers:
-        output, _ = worker.communicate()
-        if worker.returncode != 0:
-            raise RuntimeError(f"worker failed with exit code {worker.returncode}")
-        medians.append(statistics.median(json.loads(output.strip().splitlines()[-1])))
+    try:
+        for seed, (worker, log) in enumerate(zip(workers, logs)):
+            output, _ = worker.communicate()
+            if worker.returncode != 0:
+                log.seek(0)
+                last_line = (log.read().strip().splitlines() or ["(no output)"])[-1]
+                raise RuntimeError(f"worker for {task} {level} seed {seed} failed with exit code "
+                                   f"{worker.returncode}: {last_line}")
+            medians.append(statistics.median(json.loads(output.strip().splitlines()[-1])))
+    finally:
+        for worker in workers:  # after a failure, do not leave the other workers training
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        for log in logs:
+            log.close()
     return medians
 
 

@@ -9,7 +9,7 @@ import diffenvs
 from diffenvs.core import EnvState
 from trainers import strategies
 from trainers.networks import MLP, QuantumCNN, from_flax, study_controller
-from trainers.rollout import Problem
+from trainers.rollout import Problem, rollout_loss
 
 KEY = jax.random.PRNGKey(0)
 CASES = [("CartPole", {"num_poles": 2, "num_steps": 20}), ("GuidanceByRepulsion", {"num_steps": 10}),
@@ -63,6 +63,16 @@ def test_bptt_equals_grad_of_the_rollout_loss(name, env_params):
     loss, gradient = jax.jit(jax.value_and_grad(lambda p: _loop_loss(problem, p, states)))(params)
     np.testing.assert_allclose(result.loss, loss, rtol=1e-5)
     _close(result.update, gradient)
+
+
+@pytest.mark.parametrize("name,env_params", CASES)
+def test_rollout_loss_and_its_gradient_do_not_depend_on_the_unroll_factor(name, env_params):
+    problem, params, states = _problem(name, env_params)
+    loss, gradient = jax.jit(jax.value_and_grad(lambda p: rollout_loss(problem, p, states)))(params)
+    unrolled_loss, unrolled = jax.jit(jax.value_and_grad(lambda p: rollout_loss(problem, p, states, unroll=4)))(params)
+    np.testing.assert_allclose(unrolled_loss, loss, rtol=1e-5)
+    np.testing.assert_allclose(unrolled_loss, _loop_loss(problem, params, states), rtol=1e-5)
+    _close(unrolled, gradient)
 
 
 @pytest.mark.parametrize("name,env_params", CASES)

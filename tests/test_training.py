@@ -244,6 +244,28 @@ def test_quantum_cnn_equals_flax_convolutions():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), gradient, reference)
 
 
+def test_quantum_cnn_uses_the_given_convolution_class():
+    """QuantumCNN(convolution=...) builds both convolutions from that StridedConv subclass (same params),
+    and a subclass that combines the taps in one product gives the same outputs."""
+    from trainers.networks import StridedConv
+
+    calls = []
+
+    class ConcatenatedTaps(StridedConv):
+        def combine(self, slices, weights):
+            calls.append(len(slices))
+            return jnp.concatenate(slices, axis=-1) @ weights.reshape(-1, weights.shape[-1])
+
+    observations = jax.random.normal(jax.random.PRNGKey(3), (4, 32, 2))
+    params = QuantumCNN().init(jax.random.PRNGKey(0), observations)
+    variant = QuantumCNN(convolution=ConcatenatedTaps)
+    jax.tree.map(np.testing.assert_array_equal, variant.init(jax.random.PRNGKey(0), observations), params)
+    calls.clear()
+    np.testing.assert_allclose(variant.apply(params, observations), QuantumCNN().apply(params, observations),
+                               rtol=1e-5, atol=1e-6)
+    assert calls == [3, 3]                                                   # both layers, 3 taps each
+
+
 def test_study_mlp_starts_with_zero_control():
     controller = study_controller("GuidanceByRepulsion", (6, 2, 2), (2, 2))
     params = controller.init(jax.random.PRNGKey(0))

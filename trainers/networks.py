@@ -69,31 +69,37 @@ class StridedConv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         length = (inputs.shape[1] - taps) // self.stride + 1
         flat = inputs.reshape(inputs.shape[0], inputs.shape[1], -1)          # (B, L, rest·channels)
-        weights = kernel.reshape(taps, -1, self.features)                    # (taps, rest·channels, F)
-        output = sum(flat[:, tap:tap + self.stride * (length - 1) + 1:self.stride] @ weights[tap]
-                     for tap in range(taps))
+        slices = [flat[:, tap:tap + self.stride * (length - 1) + 1:self.stride] for tap in range(taps)]
+        output = self.combine(slices, kernel.reshape(taps, -1, self.features))
         return (output + bias).reshape(inputs.shape[0], length, *(1 for _ in rest), self.features)
+
+    def combine(self, slices: list[Array], weights: Array) -> Array:
+        """The convolution from each tap's strided input slice (B, length, rest·channels) and the
+        kernel as (taps, rest·channels, F): one matrix product per tap, summed. Shape (B, length, F)."""
+        return sum(tap_slice @ tap_weights for tap_slice, tap_weights in zip(slices, weights))
 
 
 class QuantumCNN(nn.Module):
     """The study's quantum controller: (Nx, 2) -> conv2d 60×(3, 2)/2 tanh -> conv1d 60×3/2 tanh
     -> flatten -> Dense linear -> ``output_shape``. Glorot kernels, zero biases, last layer not zeroed.
 
-    The convolutions are :class:`StridedConv` (params named and shaped as flax's ``nn.Conv``).
+    The convolutions are :class:`StridedConv` (params named and shaped as flax's ``nn.Conv``), or the
+    subclass given as ``convolution`` (e.g. another way of combining the taps).
     """
 
     output_shape: tuple[int, ...] = (1,)
     features: int = 60
     zero_last_kernel: bool = False
+    convolution: type[StridedConv] = StridedConv
 
     @nn.compact
     def __call__(self, observations: Array) -> Array:
         batch = observations.shape[0]
         glorot = nn.initializers.glorot_uniform()
         image = observations[..., None]                                    # (B, Nx, 2, 1)
-        hidden = jnp.tanh(StridedConv(self.features, (3, 2), kernel_init=glorot, name="Conv_0")(image))
+        hidden = jnp.tanh(self.convolution(self.features, (3, 2), kernel_init=glorot, name="Conv_0")(image))
         hidden = hidden.reshape(batch, hidden.shape[1], self.features)      # (B, 15, 60)
-        hidden = jnp.tanh(StridedConv(self.features, (3,), kernel_init=glorot, name="Conv_1")(hidden))
+        hidden = jnp.tanh(self.convolution(self.features, (3,), kernel_init=glorot, name="Conv_1")(hidden))
         last_init = nn.initializers.zeros if self.zero_last_kernel else glorot
         output = nn.Dense(math.prod(self.output_shape), kernel_init=last_init)(hidden.reshape(batch, -1))
         return output.reshape(batch, *self.output_shape)

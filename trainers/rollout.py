@@ -75,10 +75,11 @@ class Problem:
 
 
 def rollout_loss(problem: Problem, params: Any, initial_states: EnvState,
-                 gate: Gate = plain_gate) -> Array:
+                 gate: Gate = plain_gate, unroll: int = 1) -> Array:
     """Batch-mean loss of a closed-loop rollout from ``initial_states`` (scalar).
 
-    Differentiating it with respect to ``params`` gives the strategy that ``gate`` defines.
+    Differentiating it with respect to ``params`` gives the strategy that ``gate`` defines. ``unroll``
+    is ``lax.scan``'s unroll factor (steps per loop iteration; the result does not depend on it).
     """
     def body(state: EnvState, t: Array) -> tuple[EnvState, Array]:
         network_physics, simulator_physics = gate(t, state.physics)
@@ -86,7 +87,7 @@ def rollout_loss(problem: Problem, params: Any, initial_states: EnvState,
         next_physics, loss = problem.simulate(simulator_physics, state.time, controls)
         return EnvState(next_physics, state.time + 1), loss
 
-    _, losses = jax.lax.scan(body, initial_states, jnp.arange(problem.num_steps))
+    _, losses = jax.lax.scan(body, initial_states, jnp.arange(problem.num_steps), unroll=unroll)
     return jnp.sum(losses)
 
 

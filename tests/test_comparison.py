@@ -1,12 +1,14 @@
 """The RL comparison runner: cases, skipping finished runs, the table and the figure (tiny budgets)."""
 
 import csv
+import math
 
 import numpy as np
 import pytest
 
 from trainers import rundir
-from trainers.comparison import comparison_table, main, parse_case, run_comparison, run_name, write_table
+from trainers.comparison import (comparison_table, main, parse_case, run_comparison, run_name, steps_table,
+                                 write_table)
 from trainers.plotting import plot_comparison
 
 APG_TINY = {"eval_every": 400, "hyperparameters": {"num_envs": 4, "hidden_layer_sizes": [16]}, "num_test": 8}
@@ -72,6 +74,40 @@ def test_table_and_figure(comparison_root, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty"), "--report-only"])
     assert "no comparison runs" in capsys.readouterr().err
+
+
+def test_loss_at_equal_environment_steps(comparison_root, tmp_path, capsys):
+    # a run of five epochs with known test losses, in the trainers' format
+    source = comparison_root / run_name("CartPole", 1, "bptt", 0)
+    run = tmp_path / "runs" / source.name
+    run.mkdir(parents=True)
+    (run / rundir.CONFIG_FILE).write_text((source / rundir.CONFIG_FILE).read_text())
+    with open(source / rundir.METRICS_FILE, newline="") as handle:
+        template = list(csv.DictReader(handle))[0]
+    losses = [2.0, 1.0, 0.5, 0.7, 0.25, 0.3]
+    with open(run / rundir.METRICS_FILE, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(template), lineterminator="\n")
+        writer.writeheader()
+        for epoch, loss in enumerate(losses):
+            writer.writerow({**template, "epoch": epoch, "test_loss": repr(loss)})
+    epoch_steps = 256 * 100                                          # training states x steps per epoch
+    rows = steps_table([run], [epoch_steps, 2.9 * epoch_steps, 5 * epoch_steps, 5 * epoch_steps + 1])
+    assert len(rows) == 1 and rows[0]["method"] == "bptt" and rows[0]["env_steps"] == 5 * epoch_steps
+    # the last evaluation at or before each count (not the nearest one); NaN past the run's end
+    assert [rows[0][f"steps_{count}"] for count in (epoch_steps, int(2.9 * epoch_steps), 5 * epoch_steps)] \
+        == [1.0, 0.5, 0.3]
+    assert math.isnan(rows[0][f"steps_{5 * epoch_steps + 1}"])
+    assert rows[0]["loss_last_median"] == pytest.approx(np.median(losses))
+    assert [row["method"] for row in steps_table([comparison_root], [epoch_steps])] == ["apg", "bptt"]
+    assert main([str(tmp_path / "runs"), "--cases", "cartpole:1", "--methods", "bptt", "--report-only",
+                 "--at-steps", str(2.9 * epoch_steps), "1e12", "--table", str(tmp_path / "table.csv")]) == 0
+    assert "| CartPole | 1 | bptt | 0.5 | – | 1.28e+05 | 0.6 |" in (tmp_path / "table_steps.md").read_text()
+    with open(tmp_path / "table_steps.csv", newline="") as handle:
+        assert float(list(csv.DictReader(handle))[0][f"steps_{int(2.9 * epoch_steps)}"]) == 0.5
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([str(comparison_root), "--report-only", "--at-steps", "0"])
+    assert "at-steps: 0.0 must be a finite number of environment steps >= 1" in capsys.readouterr().err
 
 
 def test_archive_keeps_the_comparison(comparison_root, tmp_path, capsys):

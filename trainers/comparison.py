@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,6 +44,8 @@ MAX_EPOCHS = 1_000_000
 """The gradient runs' epoch limit: high enough that the wall-time budget always ends them first."""
 TABLE_COLUMNS = ("task", "level", "method", "minutes", "loss_start", "loss_1min", "loss_5min", "loss_final",
                  "loss_best", "env_steps", "wall_seconds", "rows", "run_dir")
+LAST_EVALUATIONS = 50
+"""The equal-steps table also reports each run's median test loss over its last 50 evaluations."""
 
 
 def parse_case(text: str) -> tuple[str, Any]:
@@ -119,10 +122,17 @@ def run_comparison(out: str | Path, *, cases: Sequence[str] = DEFAULT_CASES,
     return run_dirs
 
 
-def _loss_at(seconds: np.ndarray, losses: np.ndarray, limit: float) -> float:
-    """The test loss of the last evaluation at or before ``limit`` seconds of training."""
-    index = np.searchsorted(seconds, limit, side="right") - 1
+def _loss_at(positions: np.ndarray, losses: np.ndarray, limit: float) -> float:
+    """The test loss of the last evaluation at or before ``limit`` (seconds or steps of training)."""
+    index = np.searchsorted(positions, limit, side="right") - 1
     return float(losses[index]) if index >= 0 else math.nan
+
+
+def _sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows by task, level and method (RL methods first, in :data:`DEFAULT_METHODS` order)."""
+    order = {method: index for index, method in enumerate(DEFAULT_METHODS)}
+    return sorted(rows, key=lambda row: (row["task"], float(row["level"]), order.get(row["method"], 99),
+                                         row["method"]))
 
 
 def comparison_table(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -142,9 +152,51 @@ def comparison_table(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
                      "loss_5min": _loss_at(seconds, losses, 300.0), "loss_final": float(losses[-1]),
                      "loss_best": float(np.nanmin(losses)), "env_steps": int(steps[-1]),
                      "wall_seconds": float(seconds[-1]), "rows": len(losses), "run_dir": str(record.run_dir)})
-    order = {method: index for index, method in enumerate(DEFAULT_METHODS)}
-    rows.sort(key=lambda row: (row["task"], float(row["level"]), order.get(row["method"], 99), row["method"]))
-    return rows
+    return _sorted(rows)
+
+
+def _step_counts(step_counts: Sequence[float]) -> list[int]:
+    """The counts as integers; a clear error for a count that is not a finite number >= 1."""
+    for count in step_counts:
+        if not (isinstance(count, numbers.Real) and math.isfinite(count) and count >= 1):
+            raise ValueError(f"at-steps: {count!r} must be a finite number of environment steps >= 1")
+    return [int(count) for count in step_counts]
+
+
+def steps_table(paths: Sequence[str | Path], step_counts: Sequence[float]) -> list[dict[str, Any]]:
+    """Test loss at equal numbers of training environment steps: one row per run found in ``paths``.
+
+    For each count in ``step_counts`` (``steps_<count>``): the test loss of the run's last evaluation
+    at or before that many training steps, NaN when the run stopped before reaching it. Also the
+    run's total steps and the median test loss of its last :data:`LAST_EVALUATIONS` evaluations
+    (``loss_last_median``). Sorted like :func:`comparison_table`.
+    """
+    counts = _step_counts(step_counts)
+    rows = []
+    for record in find_runs(paths):
+        losses = record.columns["test_loss"]
+        steps = x_values(record, "env_steps")
+        row = {"task": canonical_name(record.config["task"]), "level": run_level(record.config),
+               "method": strategy_label(record.config), "env_steps": int(steps[-1])}
+        for count in counts:
+            row[f"steps_{count}"] = _loss_at(steps, losses, count) if count <= steps[-1] else math.nan
+        row["loss_last_median"] = float(np.nanmedian(losses[-LAST_EVALUATIONS:]))
+        rows.append(row)
+    return _sorted(rows)
+
+
+def steps_markdown(rows: Sequence[dict[str, Any]], step_counts: Sequence[float]) -> str:
+    """The rows of :func:`steps_table` as a markdown table."""
+    counts = _step_counts(step_counts)
+    header = " | ".join(f"{count:.3g} steps" for count in counts)
+    lines = [f"| task | level | method | {header} | env steps | median of the last {LAST_EVALUATIONS} evaluations |",
+             "|---|---|---|" + "---|" * (len(counts) + 2)]
+    for row in rows:
+        cells = " | ".join("–" if math.isnan(row[f"steps_{count}"]) else f"{row[f'steps_{count}']:.3g}"
+                           for count in counts)
+        lines.append(f"| {row['task']} | {row['level']} | {row['method']} | {cells} | {row['env_steps']:.3g} | "
+                     f"{row['loss_last_median']:.3g} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -188,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run archive (.csv.gz) that keeps the comparison: the runs of these cases and methods "
                              "found in OUT are merged into it (replacing runs of the same name), and the table and "
                              "figure show every run of ARCHIVE")
+    parser.add_argument("--at-steps", nargs="+", type=float, default=None, metavar="N",
+                        help="also print the test loss of each run of these cases at N training environment steps "
+                             "(the last evaluation at or before N; for example 1e6 2e7) and the median of its last "
+                             f"{LAST_EVALUATIONS} evaluations; with --table, written beside it as NAME_steps.csv/.md")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
@@ -195,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parse_case(case)
         _check_methods(args.methods)
         check_finite_positive("--minutes", args.minutes)
+        _step_counts(args.at_steps or [])
         if args.report_only:
             names = [run_name(*parse_case(case), method, args.seed) for case in args.cases for method in args.methods]
             run_dirs = [args.out / name for name in names if (args.out / name / rundir.CONFIG_FILE).exists()]
@@ -212,11 +269,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sources:
             raise ValueError(f"out: no comparison runs in {args.out}")
         rows = comparison_table(sources)
+        if args.at_steps is not None:
+            cases = {parse_case(case) for case in args.cases}
+            step_rows = [row for row in steps_table(sources, args.at_steps) if (row["task"], row["level"]) in cases]
     except ValueError as error:
         parser.error(str(error))
     print(markdown_table(rows), end="")
     if args.table is not None:
         print(f"table: {write_table(rows, args.table)}")
+    if args.at_steps is not None:
+        print(steps_markdown(step_rows, args.at_steps), end="")
+        if args.table is not None:
+            steps_path = args.table.with_name(f"{args.table.stem}_steps.csv")
+            steps_path.write_text(csv_text(step_rows, list(step_rows[0]) if step_rows else ["task"]))
+            steps_path.with_suffix(".md").write_text(steps_markdown(step_rows, args.at_steps))
+            print(f"table: {steps_path}")
     if args.plot is not None:
         print(f"plot: {plot_comparison(sources, args.plot)}")
     return 0

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from trainers.plotting import STRATEGY_ORDER, find_runs, run_level, strategy_label
+from trainers.plotting import find_runs, run_level, strategy_label, strategy_rank
 
 CLIP_NAMES = {"none": "no clipping", "norm": "clip by norm 1", "value": "clip by value 1"}
 WINDOW = 50
@@ -31,10 +31,8 @@ def milestones_markdown(paths: Sequence[str | Path], epochs: Sequence[int], leve
     clip_order = list(CLIP_NAMES)
 
     def key(record):
-        label = strategy_label(record.config)
-        base = label.split("(")[0]
-        return (STRATEGY_ORDER.index(base) if base in STRATEGY_ORDER else 99, label,
-                clip_order.index(record.config.get("clip", "none")), record.config.get("seed", 0))
+        return (strategy_rank(strategy_label(record.config)), clip_order.index(record.config.get("clip", "none")),
+                record.config.get("seed", 0))
 
     header = " | ".join(str(epoch) if index else f"epoch {epoch}" for index, epoch in enumerate(epochs))
     lines = [f"| run | seed | test loss at epoch 0 | best (epoch) | {header} | median of the last {WINDOW} epochs |",

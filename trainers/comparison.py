@@ -30,7 +30,7 @@ from trainers import rundir
 from trainers.archive import export_runs
 from trainers.baseline import ALGOS, short_task_name, train_baseline
 from trainers.checks import check_finite_positive
-from trainers.plotting import csv_text, find_runs, plot_comparison, run_level, strategy_label, x_values
+from trainers.plotting import RunRecord, csv_text, find_runs, plot_comparison, run_level, strategy_label, x_values
 from trainers.presets import COMPLEXITY_LEVELS, study_preset
 from trainers.training import train
 
@@ -135,18 +135,23 @@ def _sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                          row["method"]))
 
 
-def comparison_table(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """One row per run found in ``paths`` (see :data:`TABLE_COLUMNS`), sorted by task, level, method."""
+def _identity(record: RunRecord) -> dict[str, Any]:
+    """The case and method of a run: task (canonical: baselines record the short name), level, method."""
+    return {"task": canonical_name(record.config["task"]), "level": run_level(record.config),
+            "method": strategy_label(record.config)}
+
+
+def comparison_table(runs: Sequence[str | Path | RunRecord]) -> list[dict[str, Any]]:
+    """One row per run found in ``runs`` (paths, or records already read; see :data:`TABLE_COLUMNS`),
+    sorted by task, level, method."""
     rows = []
-    for record in find_runs(paths):
+    for record in find_runs(runs):
         config = record.config
-        task = canonical_name(config["task"])            # baselines record the short name
         losses = record.columns["test_loss"]
         seconds = x_values(record, "wall_seconds")
         steps = x_values(record, "env_steps")
         budget = config.get("time_budget_seconds")
-        rows.append({"task": task, "level": run_level(config),
-                     "method": strategy_label(config),
+        rows.append({**_identity(record),
                      "minutes": round(budget / 60.0, 3) if budget else round(float(seconds[-1]) / 60.0, 3),
                      "loss_start": float(losses[0]), "loss_1min": _loss_at(seconds, losses, 60.0),
                      "loss_5min": _loss_at(seconds, losses, 300.0), "loss_final": float(losses[-1]),
@@ -163,8 +168,9 @@ def _step_counts(step_counts: Sequence[float]) -> list[int]:
     return [int(count) for count in step_counts]
 
 
-def steps_table(paths: Sequence[str | Path], step_counts: Sequence[float]) -> list[dict[str, Any]]:
-    """Test loss at equal numbers of training environment steps: one row per run found in ``paths``.
+def steps_table(runs: Sequence[str | Path | RunRecord], step_counts: Sequence[float]) -> list[dict[str, Any]]:
+    """Test loss at equal numbers of training environment steps: one row per run found in ``runs``
+    (paths, or records already read).
 
     For each count in ``step_counts`` (``steps_<count>``): the test loss of the run's last evaluation
     at or before that many training steps, NaN when the run stopped before reaching it. Also the
@@ -173,11 +179,10 @@ def steps_table(paths: Sequence[str | Path], step_counts: Sequence[float]) -> li
     """
     counts = _step_counts(step_counts)
     rows = []
-    for record in find_runs(paths):
+    for record in find_runs(runs):
         losses = record.columns["test_loss"]
         steps = x_values(record, "env_steps")
-        row = {"task": canonical_name(record.config["task"]), "level": run_level(record.config),
-               "method": strategy_label(record.config), "env_steps": int(steps[-1])}
+        row = {**_identity(record), "env_steps": int(steps[-1])}
         for count in counts:
             row[f"steps_{count}"] = _loss_at(steps, losses, count) if count <= steps[-1] else math.nan
         row["loss_last_median"] = float(np.nanmedian(losses[-LAST_EVALUATIONS:]))
@@ -197,6 +202,17 @@ def steps_markdown(rows: Sequence[dict[str, Any]], step_counts: Sequence[float])
         lines.append(f"| {row['task']} | {row['level']} | {row['method']} | {cells} | {row['env_steps']:.3g} | "
                      f"{row['loss_last_median']:.3g} |")
     return "\n".join(lines) + "\n"
+
+
+def write_steps_table(rows: Sequence[dict[str, Any]], step_counts: Sequence[float], out: str | Path) -> Path:
+    """The rows of :func:`steps_table` as CSV at ``out`` and as markdown beside it (``.md``)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["task", "level", "method", "env_steps", *(f"steps_{count}" for count in _step_counts(step_counts)),
+               "loss_last_median"]
+    out.write_text(csv_text(rows, columns))
+    out.with_suffix(".md").write_text(steps_markdown(rows, step_counts))
+    return out
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -268,10 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sources = [args.archive]
         if not sources:
             raise ValueError(f"out: no comparison runs in {args.out}")
-        rows = comparison_table(sources)
+        records = find_runs(sources)
+        rows = comparison_table(records)
         if args.at_steps is not None:
             cases = {parse_case(case) for case in args.cases}
-            step_rows = [row for row in steps_table(sources, args.at_steps) if (row["task"], row["level"]) in cases]
+            step_rows = [row for row in steps_table(records, args.at_steps) if (row["task"], row["level"]) in cases]
     except ValueError as error:
         parser.error(str(error))
     print(markdown_table(rows), end="")
@@ -281,11 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(steps_markdown(step_rows, args.at_steps), end="")
         if args.table is not None:
             steps_path = args.table.with_name(f"{args.table.stem}_steps.csv")
-            steps_path.write_text(csv_text(step_rows, list(step_rows[0]) if step_rows else ["task"]))
-            steps_path.with_suffix(".md").write_text(steps_markdown(step_rows, args.at_steps))
-            print(f"table: {steps_path}")
+            print(f"table: {write_steps_table(step_rows, args.at_steps, steps_path)}")
     if args.plot is not None:
-        print(f"plot: {plot_comparison(sources, args.plot)}")
+        print(f"plot: {plot_comparison(records, args.plot)}")
     return 0
 
 

@@ -98,11 +98,15 @@ def read_archive_runs(path: str | Path) -> list[RunRecord]:
     return records
 
 
-def find_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
+def find_runs(paths: Sequence[str | Path | RunRecord]) -> list[RunRecord]:
     """Runs among ``paths``: each path is a run directory, a root searched recursively for run directories,
-    or a run archive file (``.csv.gz``, see :mod:`trainers.archive`)."""
+    or a run archive file (``.csv.gz``, see :mod:`trainers.archive`); a :class:`RunRecord` already read is
+    taken as it is (so that several tables and figures of the same runs read them once)."""
     records = []
     for path in paths:
+        if isinstance(path, RunRecord):
+            records.append(path)
+            continue
         path = Path(path)
         if path.is_file():
             records += read_archive_runs(path)
@@ -170,9 +174,15 @@ def x_values(record: RunRecord, x: str = "epoch") -> np.ndarray:
     return epochs * (num_train // batch_size) * batch_size * _facts(config)[0] * rollouts
 
 
+def strategy_rank(label: str) -> tuple[int, str]:
+    """Sort key of a strategy label (``truncated(10)`` ranks as ``truncated``): the figures' order,
+    :data:`STRATEGY_ORDER`, unknown labels last, then by name."""
+    base = label.split("(")[0]
+    return (STRATEGY_ORDER.index(base) if base in STRATEGY_ORDER else len(STRATEGY_ORDER), label)
+
+
 def _colours(labels: Sequence[str]) -> dict[str, str]:
-    order = sorted(set(labels), key=lambda s: (STRATEGY_ORDER.index(s.split("(")[0])
-                                               if s.split("(")[0] in STRATEGY_ORDER else len(STRATEGY_ORDER), s))
+    order = sorted(set(labels), key=strategy_rank)
     return {label: f"C{index % 10}" for index, label in enumerate(order)}
 
 
@@ -227,7 +237,7 @@ def _draw_runs(axes: Any, runs: Sequence[RunRecord], colours: dict[str, str], *,
     axes.grid(True, which="both", alpha=0.3)
 
 
-def plot_comparison(paths: Sequence[str | Path], out: str | Path, *, smooth: int = 1,
+def plot_comparison(paths: Sequence[str | Path | RunRecord], out: str | Path, *, smooth: int = 1,
                     title: str | None = None) -> Path:
     """The RL comparison figure: one row per (task, level), test loss against wall time (left) and
     environment steps (right), one colour per method (RL algorithm or gradient strategy). Saves a PNG."""

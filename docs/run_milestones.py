@@ -45,6 +45,8 @@ def milestones_markdown(paths: Sequence[str | Path], epochs: Sequence[int], leve
             window = losses[(run_epochs >= epoch - WINDOW // 2) & (run_epochs < epoch + WINDOW // 2)]
             cells.append(f"{np.nanmedian(window):.1f}" if window.size else "–")
         clip = CLIP_NAMES.get(record.config.get("clip"), str(record.config.get("clip")))
+        if record.failed:
+            clip += f" (stopped after epoch {int(run_epochs[-1])}: non-finite)"
         lines.append(f"| `{strategy_label(record.config)}`, {clip} | {record.config.get('seed', 0)} | "
                      f"{losses[0]:.1f} | {losses[best]:.1f} ({int(run_epochs[best])}) | {' | '.join(cells)} | "
                      f"{np.nanmedian(losses[-WINDOW:]):.1f} |")

@@ -242,6 +242,44 @@ def _clock_strategy():
     return Strategy("clock", compute)
 
 
+def _overflow_strategy():
+    """A custom strategy whose update is -1e30 on the last bias (zero elsewhere): finite, but its squared
+    norm overflows float32, as `bptt`'s gradient did at quantum targets 4 and 5."""
+    def compute(problem, params, states, key):
+        update = jax.tree.map(jnp.zeros_like, params)
+        bias = params["params"]["Dense_2"]["bias"]
+        update["params"]["Dense_2"]["bias"] = jnp.full_like(bias, -1e30)
+        return StrategyResult(rollout_loss(problem, params, states), update, {})
+    return Strategy("overflow", compute)
+
+
+def test_an_overflowing_update_norm_does_not_stop_a_clipped_run(tmp_path):
+    """Clipped by value the update is finite (0.5 per step on the bias), so the run trains on with the
+    diagnostic logged as inf; clipped by norm optax scales by 1/inf, a zero update; unclipped the bias
+    reaches 2e30 after two SGD steps and the loss is not finite: that run fails."""
+    spec = SweepSpec(tasks=("cartpole",), levels=(1,), strategies=(_overflow_strategy(),),
+                     clips=("value", "norm", "none"),
+                     options={**TINY, "optimizer": "sgd", "learning_rate": 1.0, "clip_threshold": 0.5,
+                              "epochs": 3, "checkpoint_every": 1})
+    result = run_sweep(spec, tmp_path, quiet=True)
+    statuses = {status.run.config.clip: status for status in result.runs}
+    assert statuses["value"].status == "trained" and statuses["norm"].status == "trained"
+    for clip in ("value", "norm"):
+        rows = rundir.read_metrics(statuses[clip].run.run_dir)
+        assert [row["epoch"] for row in rows] == [0, 1, 2, 3]
+        assert all(row["update_norm_squared"] == math.inf for row in rows[1:])
+        assert all(math.isfinite(row["test_loss"]) for row in rows)
+    (value_epoch, value_leaves), (norm_epoch, norm_leaves) = (
+        _checkpoint_leaves(statuses[clip].run.run_dir) for clip in ("value", "norm"))
+    assert value_epoch == norm_epoch == 3
+    assert all(np.all(np.isfinite(leaf)) for leaf in value_leaves + norm_leaves)
+    updates = 3 * TINY["num_train"] // TINY["batch_size"]
+    changed = [index for index, (a, b) in enumerate(zip(value_leaves, norm_leaves)) if not np.array_equal(a, b)]
+    assert len(changed) == 1          # the bias; by norm it never moved, by value it moved 0.5 per update
+    np.testing.assert_allclose(value_leaves[changed[0]] - norm_leaves[changed[0]], 0.5 * updates, rtol=1e-6)
+    assert statuses["none"].status == "failed"
+
+
 def test_non_finite_runs_are_marked_failed_and_skipped(tmp_path):
     """The unclipped run fails at epoch 4 and keeps its epoch-3 checkpoint; the norm-clipped run of the same
     (custom-strategy) group moves half as fast and goes on; a second sweep skips the failed run."""

@@ -209,6 +209,41 @@ def test_non_finite_losses_stop_the_run_and_keep_the_checkpoint(tmp_path):
     assert [row["epoch"] for row in rundir.read_metrics(tmp_path)] == [0, 1, 2]
 
 
+def _spare_parameter_run(update_value: float, clip: str, tmp_path):
+    """Train a cart-pole controller with an extra parameter the network never reads, whose update is
+    ``update_value`` (the network's update is zero), SGD at rate 1: the loss stays finite whatever happens
+    to the spare parameter."""
+    config = TrainConfig(**{**TINY, "optimizer": "sgd", "learning_rate": 1.0, "clip": clip, "clip_threshold": 0.5,
+                            "epochs": 3, "checkpoint_every": 1})
+    env = config.make_env()
+    network = study_controller(env.name, env.physics_shape(), env.action_shape())
+    controller = Controller(init=lambda key: {"network": network.init(key), "spare": jnp.zeros(1)},
+                            apply=lambda params, observations: network.apply(params["network"], observations))
+
+    def spare_update(problem, params, states, key):
+        loss, update, metrics = bptt(problem, params, states, key)
+        zeros = jax.tree.map(jnp.zeros_like, update["network"])
+        return StrategyResult(loss, {"network": zeros, "spare": jnp.full(1, update_value)}, metrics)
+
+    config = dataclasses.replace(config, strategy=Strategy("spare_update", spare_update))
+    return train(config, out=tmp_path, quiet=True, controller=controller)
+
+
+def test_an_overflowing_update_norm_with_a_finite_clipped_update_trains_on(tmp_path):
+    """1e30 squared overflows float32: logged as inf, but clipped by value the step is 0.5 and training goes on."""
+    result = _spare_parameter_run(1e30, "value", tmp_path)
+    assert [row["epoch"] for row in result.metrics] == [0, 1, 2, 3]
+    assert all(row["update_norm_squared"] == math.inf for row in result.metrics[1:])
+    updates = 3 * TINY["num_train"] // TINY["batch_size"]
+    assert float(result.params["spare"][0]) == pytest.approx(-0.5 * updates)
+
+
+def test_non_finite_parameters_stop_the_run_even_with_a_finite_loss(tmp_path):
+    with pytest.raises(NonFiniteError, match="epoch 1: non-finite loss, parameters or optimizer state"):
+        _spare_parameter_run(math.inf, "none", tmp_path)
+    assert [row["epoch"] for row in rundir.read_metrics(tmp_path)] == [0]
+
+
 def test_quantum_cnn_has_the_study_shapes():
     network = QuantumCNN(output_shape=(1,))
     params = network.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 2)))["params"]

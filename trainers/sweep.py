@@ -54,7 +54,8 @@ from trainers.strategies import (
     STUDY_GATES, Strategy, cosine_similarity, gated_fields, sign_agreement,
 )
 from trainers.training import (
-    CLIP_MODES, OPTIMIZERS, TrainConfig, TrainState, initial_states, scan_epoch, tree_squared_norm,
+    CLIP_MODES, LOSS_COLUMNS, OPTIMIZERS, TrainConfig, TrainState, finite_leaves, initial_states, scan_epoch,
+    tree_squared_norm,
 )
 
 STUDY_STRATEGIES = ("bptt", "modified", "combined", "one_step")
@@ -62,8 +63,7 @@ STUDY_STRATEGIES = ("bptt", "modified", "combined", "one_step")
 GATED_STRATEGIES = ("bptt", "modified", "network_only", "one_step", "combined", "truncated")
 """Strategies expressed by gates as data: any mix of them trains in one vmapped program."""
 FAILED_FILE = "failed.json"
-"""Written into a run directory whose training hit a non-finite value; the sweep then skips it."""
-_NAN_COLUMNS = ("batch_loss", "train_loss", "test_loss", "update_norm_squared")
+"""Written into a run directory whose training hit a non-finite loss or state; the sweep then skips it."""
 
 
 # ----------------------------------------------------------------------------------------------- grid
@@ -534,16 +534,17 @@ def _train_group(group: Group, *, overwrite: bool, quiet: bool,
             metrics = {name: np.asarray(value) for name, value in metrics.items()}
             seconds = time.perf_counter() - started
             rows_now = {}
+            state_finite = finite_leaves(new_state, per_run=True)
             for index in np.flatnonzero(active):
                 row = {"epoch": epoch, **{name: float(value[index]) for name, value in metrics.items()},
                        "epoch_seconds": seconds}
-                if rundir.all_finite(row, _NAN_COLUMNS):
+                if rundir.all_finite(row, LOSS_COLUMNS) and state_finite[index]:
                     rows_now[index] = row
                 else:
                     failed[index] = True
                     rundir._write_atomically(runs[index].run_dir / FAILED_FILE, (json.dumps(
                         {"epoch": epoch, "row": {k: repr(v) for k, v in row.items()},
-                         "message": "non-finite loss or update; the last good checkpoint is kept"},
+                         "message": "non-finite loss, parameters or optimizer state; the last good checkpoint is kept"},
                         indent=2) + "\n").encode())
             if len(rows_now) < int(active.sum()):       # failed runs keep their last good state
                 keep = jnp.asarray([index in rows_now or not active[index] for index in range(len(runs))])

@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import diffenvs
@@ -144,7 +145,30 @@ class TrainResult(NamedTuple):
 
 
 class NonFiniteError(RuntimeError):
-    """Training produced a non-finite loss or update; the last good checkpoint is kept."""
+    """Training produced a non-finite loss, parameter or optimizer state; the last good checkpoint is kept."""
+
+
+LOSS_COLUMNS = ("batch_loss", "train_loss", "test_loss")
+"""The metrics that must stay finite for training to go on. ``update_norm_squared`` is a diagnostic of
+the raw update before clipping: it may overflow float32 (norm above about 1.8e19) while the clipped
+update, and so the training state, stays finite; it is then logged as ``inf``."""
+
+
+def finite_leaves(tree: Any, per_run: bool = False) -> Any:
+    """Whether every floating-point leaf of ``tree`` is finite (host-side check of a training state).
+
+    With ``per_run``, the leaves carry a leading run axis (a sweep group) and the result is a bool
+    array with one answer per run.
+    """
+    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+    leaves = [leaf for leaf in leaves if np.issubdtype(leaf.dtype, np.inexact)]
+    if not per_run:
+        return all(bool(np.all(np.isfinite(leaf))) for leaf in leaves)
+    count = leaves[0].shape[0] if leaves else 0
+    result = np.ones(count, bool)
+    for leaf in leaves:
+        result &= np.isfinite(leaf.reshape(count, -1)).all(axis=1)
+    return result
 
 
 def initial_states(env: FunctionalEnv, key: jax.Array, count: int) -> EnvState:
@@ -338,9 +362,9 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
             metrics = {name: float(value) for name, value in metrics.items()}
             seconds = time.perf_counter() - started
             row = {"epoch": epoch, **metrics, "epoch_seconds": seconds}
-            if not rundir.all_finite(row, ("batch_loss", "train_loss", "test_loss", "update_norm_squared")):
+            if not (rundir.all_finite(row, LOSS_COLUMNS) and finite_leaves(new_state)):
                 kept = f"; the last good checkpoint in {run_dir} is kept" if run_dir is not None else ""
-                raise NonFiniteError(f"epoch {epoch}: non-finite loss or update (batch loss "
+                raise NonFiniteError(f"epoch {epoch}: non-finite loss, parameters or optimizer state (batch loss "
                                      f"{row['batch_loss']}, update norm² {row['update_norm_squared']}, test "
                                      f"loss {row['test_loss']}); training stopped{kept}. Try clip='norm' or a "
                                      f"smaller learning_rate.")

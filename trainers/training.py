@@ -154,7 +154,7 @@ the raw update before clipping: it may overflow float32 (norm above about 1.8e19
 update, and so the training state, stays finite; it is then logged as ``inf``."""
 
 
-def finite_leaves(tree: Any, per_run: bool = False) -> Any:
+def finite_leaves(tree: Any, per_run: bool = False) -> bool | np.ndarray:
     """Whether every floating-point leaf of ``tree`` is finite (host-side check of a training state).
 
     With ``per_run``, the leaves carry a leading run axis (a sweep group) and the result is a bool

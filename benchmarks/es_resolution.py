@@ -34,7 +34,7 @@ def main() -> None:
     from trainers.presets import study_preset
     from trainers.rollout import Problem, rollout_loss
     from trainers.strategies import es
-    from trainers.training import initial_states
+    from trainers.training import initial_states, tree_squared_norm
 
     def make_problem(task: str, level: float) -> tuple:
         config = study_preset(task, level, strategy="es")
@@ -76,7 +76,7 @@ def main() -> None:
                 loss, jax.tree.map(lambda p, d: p + sign * noise * d, params, directions))
             differences = np.asarray(shifted(1.0) - shifted(-1.0))
             update = es(2 * args.pairs, noise)(problem, params, batch, strategy_key).update
-            update_norm = float(jnp.sqrt(sum(jnp.vdot(u, u) for u in jax.tree.leaves(update))))
+            update_norm = float(jnp.sqrt(tree_squared_norm(update)))
             print(f"{task + ':' + str(level):18} {noise:6g} {float(loss_at_theta):16.9g} {spacing:9.2g} "
                   f"{np.count_nonzero(differences):4d} / {differences.size:<3d} "
                   f"{np.abs(differences).max():10.3g} {update_norm:11.3g}")

@@ -30,17 +30,14 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=64, help="antithetic pairs per case and noise")
     args = parser.parse_args()
 
-    from trainers.networks import study_controller
     from trainers.presets import study_preset
-    from trainers.rollout import Problem, rollout_loss
+    from trainers.rollout import rollout_loss
     from trainers.strategies import es
     from trainers.training import initial_states, tree_squared_norm
 
     def make_problem(task: str, level: float) -> tuple:
         config = study_preset(task, level, strategy="es")
-        env = config.make_env()
-        controller = study_controller(env.name, env.physics_shape(), env.action_shape())
-        return config, Problem(env, env.default_params, controller)
+        return config, config.make_problem()
 
     # θ and the batch are drawn in float32 (random draws differ between dtypes), then cast.
     drawn = {}

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from trainers import rundir
-from trainers.rollout import Problem, rollout_loss
-from trainers.networks import study_controller
+from trainers.rollout import rollout_loss
 from trainers.strategies import STRATEGIES, Strategy, StrategyResult, sign_agreement, truncated
 from trainers.sweep import (
     FAILED_FILE, SweepSpec, _run_data, clip_update, config_record, gated_fields, main, plan, run_sweep,
@@ -188,9 +187,8 @@ def test_bad_grids_are_rejected_before_anything_runs(arguments, message, tmp_pat
 def test_gates_as_data_reproduce_every_gated_strategy():
     """gated_fields + the run's data + clipping give each strategy's update (random, non-zero params)."""
     config = TrainConfig(task="cartpole", env_params={"num_poles": 2, "num_steps": 12, "loss_mode": "continuous"})
-    env = config.make_env()
-    controller = study_controller(env.name, env.physics_shape(), env.action_shape())
-    problem = Problem(env, env.default_params, controller)
+    problem = config.make_problem()
+    env, controller = problem.env, problem.controller
     params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(3), p.shape),
                           controller.init(jax.random.PRNGKey(1)))
     states = initial_states(env, jax.random.PRNGKey(2), 4)

@@ -181,6 +181,18 @@ def test_bad_training_input_is_rejected_before_compiling(overrides, message):
         TrainConfig(**overrides)
 
 
+def test_make_problem_builds_the_configured_task_with_the_given_or_the_study_controller():
+    config = TrainConfig(task="cartpole", env_params={"num_poles": 3, "num_steps": 7})
+    problem = config.make_problem()
+    assert problem.num_steps == 7
+    assert problem.env_params.num_poles == 3
+    study = study_controller(problem.env.name, problem.env.physics_shape(), problem.env.action_shape())
+    assert jax.tree.map(jnp.shape, problem.controller.init(jax.random.PRNGKey(0))) == \
+        jax.tree.map(jnp.shape, study.init(jax.random.PRNGKey(0)))
+    custom = Controller(init=lambda key: jnp.zeros(1), apply=lambda params, observations: observations[:, :1])
+    assert config.make_problem(custom).controller is custom
+
+
 def test_non_finite_losses_stop_the_run_and_keep_the_checkpoint(tmp_path):
     """A controller that turns NaN after 6 updates (2 per epoch): epoch 3 fails, epoch 2 is kept."""
     config = TrainConfig(**{**TINY, "optimizer": "sgd", "learning_rate": 1.0, "checkpoint_every": 1})

@@ -47,7 +47,6 @@ import diffenvs
 from diffenvs.core import EnvState
 from diffenvs.registry import canonical_name
 from trainers import rundir
-from trainers.networks import study_controller
 from trainers.presets import COMPLEXITY_LEVELS, study_preset
 from trainers.rollout import Problem, rollout_loss
 from trainers.strategies import (
@@ -387,9 +386,7 @@ def _program(config: TrainConfig, fields: int) -> _Program:
     cache_key = (_group_key(config, split_combined=False), fields)
     if cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
-    env = config.make_env()
-    controller = study_controller(env.name, env.physics_shape(), env.action_shape())
-    problem = Problem(env, env.default_params, controller)
+    problem = config.make_problem()
     optimizer = OPTIMIZERS[config.optimizer](config.learning_rate)
     gated = isinstance(config.strategy, str) and config.strategy in GATED_STRATEGIES
     strategy = None if gated else config.make_strategy()

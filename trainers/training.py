@@ -111,6 +111,13 @@ class TrainConfig:
     def make_env(self) -> FunctionalEnv:
         return diffenvs.make(self.task, **self.env_params)
 
+    def make_problem(self, controller: Controller | None = None) -> Problem:
+        """The task's environment with its default parameters and ``controller`` (default: the
+        study's network for the task)."""
+        env = self.make_env()
+        controller = controller or study_controller(env.name, env.physics_shape(), env.action_shape())
+        return Problem(env, env.default_params, controller)
+
     def make_optimizer(self) -> optax.GradientTransformation:
         """Clipping of the update (per ``clip``) followed by the optimizer."""
         optimizer = OPTIMIZERS[self.optimizer](self.learning_rate)
@@ -246,12 +253,10 @@ def _compile(config: TrainConfig, controller: Controller | None,
                             if key not in _SHARED_FIELDS_EXCLUDED}, sort_keys=True)
     if shareable and cache_key in _COMPILED:
         return _COMPILED[cache_key]
-    env = config.make_env()
+    problem = config.make_problem(controller)
     strategy = config.make_strategy()
-    controller = controller or study_controller(env.name, env.physics_shape(), env.action_shape())
     optimizer = optimizer or config.make_optimizer()
-    problem = Problem(env, env.default_params, controller)
-    compiled = _Compiled(env, problem, strategy, optimizer,
+    compiled = _Compiled(problem.env, problem, strategy, optimizer,
                          make_epoch(problem, strategy, optimizer, config.batch_size),
                          jax.jit(lambda params, states: rollout_loss(problem, params, states)), {})
     if shareable:

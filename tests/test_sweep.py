@@ -16,7 +16,7 @@ from trainers.strategies import STRATEGIES, Strategy, StrategyResult, sign_agree
 from trainers.sweep import (
     FAILED_FILE, SweepSpec, _run_data, clip_update, config_record, gated_fields, main, plan, run_sweep,
 )
-from trainers.training import TrainConfig, initial_states, train
+from trainers.training import TrainConfig, ZeroUpdateWarning, initial_states, train
 
 TINY = dict(env_params={"num_steps": 20}, num_train=16, num_test=16, batch_size=8, epochs=4,
             checkpoint_every=2)
@@ -325,3 +325,21 @@ def test_plot_and_table_commands_on_a_sweep(swept, tmp_path, capsys):
     with open(tmp_path / "summary_runs.csv") as handle:
         assert len(handle.read().strip().splitlines()) == 1 + 8
     assert "| CartPole | 2 | combined | norm | 1 |" in capsys.readouterr().out
+
+
+
+def _frozen_strategy() -> Strategy:
+    def compute(problem, params, states, key):
+        update = jax.tree.map(jnp.zeros_like, params)
+        return StrategyResult(rollout_loss(problem, params, states), update, {})
+    return Strategy("frozen", compute)
+
+
+def test_a_sweep_warns_for_each_run_whose_update_is_exactly_zero(tmp_path):
+    spec = SweepSpec(tasks=("cartpole",), levels=(1,), strategies=(_frozen_strategy(), "bptt"), clips=("none",),
+                     options={**TINY, "epochs": 2})
+    with pytest.warns(ZeroUpdateWarning) as caught:
+        result = run_sweep(spec, tmp_path, quiet=True)
+    assert [status.status for status in result.runs] == ["trained", "trained"]
+    messages = [str(warning.message) for warning in caught if warning.category is ZeroUpdateWarning]
+    assert len(messages) == 1 and "-frozen-" in messages[0] and "epoch 1" in messages[0]

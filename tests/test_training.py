@@ -5,6 +5,7 @@ import math
 import signal
 import subprocess
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ from trainers.cli import plot_main, train_main
 from trainers.networks import Controller, QuantumCNN, study_controller
 from trainers.presets import study_preset
 from trainers.strategies import Strategy, StrategyResult, bptt
-from trainers.training import NonFiniteError, TrainConfig, train
+from trainers.training import NonFiniteError, TrainConfig, ZeroUpdateWarning, train, warn_if_zero_update
 
 TINY = dict(task="cartpole", env_params={"num_poles": 1, "num_steps": 20}, num_train=16, num_test=16,
             batch_size=8, epochs=6, checkpoint_every=2)
@@ -366,3 +367,29 @@ def test_command_line_help_explains_every_option(capsys):
     for option in ("--poles", "--rc", "--target", "--strategy", "--clip", "--epochs", "--seed", "--out",
                    "--resume", "--quiet", "--optimizer", "--lr"):
         assert option in text
+
+
+
+def _frozen(problem, params, states, key):
+    """A strategy whose update is exactly zero (as es's is when every loss difference rounds to 0)."""
+    loss, update, metrics = bptt(problem, params, states, key)
+    return StrategyResult(loss, jax.tree.map(jnp.zeros_like, update), metrics)
+
+
+def test_an_update_that_is_exactly_zero_warns_and_a_working_strategy_does_not():
+    with pytest.warns(ZeroUpdateWarning, match=r"strategy frozen was exactly zero in every batch of epoch 1"):
+        result = train(TrainConfig(**{**TINY, "epochs": 2, "strategy": Strategy("frozen", _frozen)}), quiet=True)
+    assert [row["update_norm_squared"] for row in result.metrics[1:]] == [0.0, 0.0]
+    assert result.metrics[2]["test_loss"] == result.metrics[0]["test_loss"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ZeroUpdateWarning)
+        train(TrainConfig(**{**TINY, "epochs": 2, "strategy": "bptt"}), quiet=True)
+
+
+def test_the_zero_update_warning_tells_an_es_user_what_to_change():
+    row = {"epoch": 3, "update_norm_squared": 0.0}
+    with pytest.warns(ZeroUpdateWarning, match=r"run-a: .*es\(32,0.02\).*epoch 3.*larger es_noise"):
+        assert warn_if_zero_update(row, "run-a", "es(32,0.02)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ZeroUpdateWarning)
+        assert not warn_if_zero_update({**row, "update_norm_squared": 1e-30}, "run-a", "es(32,0.02)")

@@ -11,11 +11,11 @@ from trainers.strategies import (
     STRATEGIES, Strategy, StrategyResult, bptt, combined, es, gated, get_strategy, modified, network_only,
     one_step, sign_agreement, truncated,
 )
-from trainers.training import OPTIMIZERS, NonFiniteError, TrainConfig, TrainResult, train
+from trainers.training import OPTIMIZERS, NonFiniteError, TrainConfig, TrainResult, ZeroUpdateWarning, train
 
 __all__ = [
     "MLP", "Controller", "QuantumCNN", "from_flax", "study_controller", "COMPLEXITY_LEVELS", "study_preset",
     "Problem", "make_gate", "rollout_loss", "STRATEGIES", "Strategy", "StrategyResult", "bptt", "combined",
     "es", "gated", "get_strategy", "modified", "network_only", "one_step", "sign_agreement", "truncated",
-    "OPTIMIZERS", "NonFiniteError", "TrainConfig", "TrainResult", "train",
+    "OPTIMIZERS", "NonFiniteError", "TrainConfig", "TrainResult", "ZeroUpdateWarning", "train",
 ]

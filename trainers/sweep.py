@@ -54,7 +54,7 @@ from trainers.strategies import (
 )
 from trainers.training import (
     CLIP_MODES, LOSS_COLUMNS, OPTIMIZERS, TrainConfig, TrainState, finite_leaves, initial_states, scan_epoch,
-    tree_squared_norm,
+    tree_squared_norm, warn_if_zero_update,
 )
 
 STUDY_STRATEGIES = ("bptt", "modified", "combined", "one_step")
@@ -508,6 +508,8 @@ def _train_group(group: Group, *, overwrite: bool, quiet: bool,
 
     epochs = [run.config.epochs for run in runs]
     failed = [False] * len(runs)
+    warned = [False] * len(runs)
+    strategy_names = [run.config.make_strategy().name for run in runs]
     active = np.zeros(len(runs), bool)
     signature = str(jax.tree.map(lambda x: (x.shape, x.dtype), (state, data, train_states, test_states)))
     if signature not in program.executables:
@@ -556,6 +558,8 @@ def _train_group(group: Group, *, overwrite: bool, quiet: bool,
                 run = runs[index]
                 all_rows[index].append(row)
                 rundir.append_metrics(run.run_dir, row)
+                if not warned[index]:
+                    warned[index] = warn_if_zero_update(row, run.name, strategy_names[index])
                 if index in due:
                     rundir.save_checkpoint(run.run_dir, epoch, _take(host_state, index))
             for index, row in rows_now.items():

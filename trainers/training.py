@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -153,6 +154,26 @@ class TrainResult(NamedTuple):
 
 class NonFiniteError(RuntimeError):
     """Training produced a non-finite loss, parameter or optimizer state; the last good checkpoint is kept."""
+
+
+class ZeroUpdateWarning(UserWarning):
+    """A whole epoch's updates were exactly zero: the parameters did not change."""
+
+
+def warn_if_zero_update(row: dict[str, float], run: str, strategy_name: str) -> bool:
+    """Warn (once per call) when ``row``'s mean squared update norm is exactly 0; returns whether it was.
+
+    With ``es`` this happens when every antithetic loss difference rounds to 0 (float32 at quantum
+    control targets 4 and 5 with the default noise), and training would silently stand still.
+    """
+    if row["update_norm_squared"] != 0.0:
+        return False
+    hint = (" Every antithetic loss difference rounded to 0: the losses differ by less than their "
+            "floating-point spacing; try a larger es_noise (benchmarks/es_resolution.py prints how "
+            "many differences are nonzero)." if strategy_name.startswith("es") else "")
+    warnings.warn(f"{run}: the update of strategy {strategy_name} was exactly zero in every batch of epoch "
+                  f"{row['epoch']}, so the parameters did not change.{hint}", ZeroUpdateWarning, stacklevel=3)
+    return True
 
 
 LOSS_COLUMNS = ("batch_loss", "train_loss", "test_loss")
@@ -360,6 +381,7 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
         executables[signature] = epoch_fn.lower(state, train_states, test_states).compile()
     compiled = executables[signature]
     progress = _Progress(config.epochs, start_epoch, quiet, f"{env.name} {strategy.name}")
+    warned = False
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             started = time.perf_counter()
@@ -375,6 +397,8 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
                                      f"smaller learning_rate.")
             state = new_state
             rows.append(row)
+            if not warned:
+                warned = warn_if_zero_update(row, str(run_dir or f"{env.name} run"), strategy.name)
             progress.update(row)
             spent_seconds += seconds
             out_of_time = spent_seconds >= budget_seconds

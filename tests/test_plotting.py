@@ -8,7 +8,9 @@ import pytest
 
 from trainers import rundir
 from trainers.cli import plot_main
-from trainers.plotting import find_runs, moving_average, plot_runs, plot_study, summary_table, x_values
+from trainers.plotting import (
+    find_runs, moving_average, plot_runs, plot_study, strategy_label, summary_table, x_values,
+)
 
 
 def _trainer_run(root, name, *, level=1, strategy="bptt", clip="none", seed=0, epochs=60, scale=1.0, done=None):
@@ -135,3 +137,11 @@ def test_plot_command(study_root, tmp_path, capsys):
 
 def test_moving_average_is_trailing():
     np.testing.assert_allclose(moving_average(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])
+
+
+def test_strategy_labels_tell_truncation_and_non_default_es_settings_apart():
+    assert strategy_label({"strategy": "truncated", "truncate_every": 16}) == "truncated(16)"
+    assert strategy_label({"strategy": "es", "es_population": 32, "es_noise": 0.02}) == "es"
+    assert strategy_label({"strategy": "es", "es_population": 32, "es_noise": 0.5}) == "es(32,0.5)"
+    assert strategy_label({"strategy": "es", "es_population": 8}) == "es(8,0.02)"
+    assert strategy_label({"strategy": "combined", "es_noise": 0.5}) == "combined"

@@ -14,6 +14,7 @@ Run archives (``.csv.gz`` files of :mod:`trainers.archive`) are read wherever ru
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -138,10 +139,18 @@ def _facts(config: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 def strategy_label(config: dict[str, Any]) -> str:
-    """The strategy as drawn: the name, with k for truncated(k)."""
+    """The strategy as drawn: the name, with k for truncated(k) and, for ``es`` with a population or
+    noise other than the defaults, ``es(population,noise)``."""
     strategy = str(config.get("strategy", "?"))
     if strategy == "truncated" and config.get("truncate_every"):
         return f"truncated({config['truncate_every']})"
+    if strategy == "es":
+        from trainers.training import TrainConfig      # imports jax: only for es runs
+        defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+        population = config.get("es_population", defaults["es_population"])
+        noise = config.get("es_noise", defaults["es_noise"])
+        if (population, noise) != (defaults["es_population"], defaults["es_noise"]):
+            return f"es({population},{noise:g})"
     return strategy
 
 

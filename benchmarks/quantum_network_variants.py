@@ -1,9 +1,9 @@
 """Time one `bptt` gradient (batch 8, 128 steps) and one evaluation (256 states) on quantum control
 for two forms of the study's CNN and several ``lax.scan`` unroll factors.
 
-``strided``: the library's :class:`trainers.networks.StridedConv` (a sum of one matrix product per
-kernel tap). ``im2col``: the taps' strided slices concatenated, then one matrix product. Both compute
-the same function; the table says whether either form or unrolling the rollout's scan is faster.
+``im2col``: the library's :class:`trainers.networks.StridedConv` (the taps' strided slices
+concatenated, then one matrix product). ``per-tap``: one matrix product per kernel tap, summed (the
+library's form until 2026-12-03). Both compute the same function; the table says whether either form or unrolling the rollout's scan is faster.
 
 ``--epochs N`` instead times whole training epochs of the study protocol (target 3, ``combined`` and
 ``bptt``, 256 + 256 states, batch 8) with each form: ``train`` for N epochs, the median
@@ -20,7 +20,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
 import diffenvs
 from trainers.networks import QuantumCNN, StridedConv, from_flax
@@ -29,11 +28,12 @@ from trainers.presets import study_preset
 from trainers.training import initial_states, train
 
 
-class Im2colConv(StridedConv):
-    """:class:`StridedConv` as one matrix product of the concatenated tap slices."""
+class PerTapConv(StridedConv):
+    """:class:`StridedConv` as one matrix product per kernel tap, summed (the library's form until
+    2026-12-03)."""
 
     def combine(self, slices: list[jax.Array], weights: jax.Array) -> jax.Array:
-        return jnp.concatenate(slices, axis=-1) @ weights.reshape(-1, weights.shape[-1])
+        return sum(tap_slice @ tap_weights for tap_slice, tap_weights in zip(slices, weights))
 
 
 def median_ms(function, *args, repeats: int) -> float:
@@ -46,11 +46,11 @@ def median_ms(function, *args, repeats: int) -> float:
     return 1e3 * sorted(times)[repeats // 2]
 
 
-FORMS = {"strided": StridedConv, "im2col": Im2colConv}
+FORMS = {"per-tap": PerTapConv, "im2col": StridedConv}
 
 
 def epoch_table(epochs: int, repeats: int) -> None:
-    """Median training-epoch seconds per (strategy, form) and round, then the im2col / strided ratio."""
+    """Median training-epoch seconds per (strategy, form) and round, then the im2col / per-tap ratio."""
     print(f"{'strategy':<10}{'network':<10}" + "".join(f"{f'round {r + 1}':>10}" for r in range(repeats))
           + f"{'median':>10}")
     for strategy in ("bptt", "combined"):
@@ -64,7 +64,7 @@ def epoch_table(epochs: int, repeats: int) -> None:
         for name in FORMS:
             print(f"{strategy:<10}{name:<10}" + "".join(f"{s:>10.3f}" for s in seconds[name])
                   + f"{statistics.median(seconds[name]):>10.3f}", flush=True)
-        ratio = statistics.median(seconds["im2col"]) / statistics.median(seconds["strided"])
+        ratio = statistics.median(seconds["im2col"]) / statistics.median(seconds["per-tap"])
         print(f"{strategy:<10}{'ratio':<10}{'':>{10 * repeats}}{ratio:>10.3f}")
 
 

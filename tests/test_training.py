@@ -294,19 +294,19 @@ def test_quantum_cnn_equals_flax_convolutions():
 
 def test_quantum_cnn_uses_the_given_convolution_class():
     """QuantumCNN(convolution=...) builds both convolutions from that StridedConv subclass (same params),
-    and a subclass that combines the taps in one product gives the same outputs."""
+    and a subclass that sums one product per tap gives the same outputs as the one-product default."""
     from trainers.networks import StridedConv
 
     calls = []
 
-    class ConcatenatedTaps(StridedConv):
+    class PerTapProducts(StridedConv):
         def combine(self, slices, weights):
             calls.append(len(slices))
-            return jnp.concatenate(slices, axis=-1) @ weights.reshape(-1, weights.shape[-1])
+            return sum(tap_slice @ tap_weights for tap_slice, tap_weights in zip(slices, weights))
 
     observations = jax.random.normal(jax.random.PRNGKey(3), (4, 32, 2))
     params = QuantumCNN().init(jax.random.PRNGKey(0), observations)
-    variant = QuantumCNN(convolution=ConcatenatedTaps)
+    variant = QuantumCNN(convolution=PerTapProducts)
     jax.tree.map(np.testing.assert_array_equal, variant.init(jax.random.PRNGKey(0), observations), params)
     calls.clear()
     np.testing.assert_allclose(variant.apply(params, observations), QuantumCNN().apply(params, observations),

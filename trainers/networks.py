@@ -46,11 +46,13 @@ class MLP(nn.Module):
 
 
 class StridedConv(nn.Module):
-    """A "VALID" convolution along the first spatial axis with stride ``stride``, written as a sum of
-    strided slices times kernel taps (same params and results as ``nn.Conv``).
+    """A "VALID" convolution along the first spatial axis with stride ``stride``, written as the kernel
+    taps' strided input slices, concatenated, times the flattened kernel: one matrix product ("im2col";
+    same params and results as ``nn.Conv``).
 
     On CPU its gradient is several times faster than XLA's convolution gradient at the study's tiny
-    sizes. Inputs (batch, length, *rest, channels); ``kernel_size`` is (taps, *rest) and covers the
+    sizes, and a quantum-control training epoch 13-22 % faster than with one product per tap
+    (docs/performance.md). Inputs (batch, length, *rest, channels); ``kernel_size`` is (taps, *rest) and covers the
     ``rest`` axes entirely, which are thereby reduced to size 1.
     """
 
@@ -75,8 +77,9 @@ class StridedConv(nn.Module):
 
     def combine(self, slices: list[Array], weights: Array) -> Array:
         """The convolution from each tap's strided input slice (B, length, rest·channels) and the
-        kernel as (taps, rest·channels, F): one matrix product per tap, summed. Shape (B, length, F)."""
-        return sum(tap_slice @ tap_weights for tap_slice, tap_weights in zip(slices, weights))
+        kernel as (taps, rest·channels, F): the slices side by side times the kernel as
+        (taps·rest·channels, F), one matrix product. Shape (B, length, F)."""
+        return jnp.concatenate(slices, axis=-1) @ weights.reshape(-1, weights.shape[-1])
 
 
 class QuantumCNN(nn.Module):

@@ -369,7 +369,6 @@ def test_command_line_help_explains_every_option(capsys):
         assert option in text
 
 
-
 def _frozen(problem, params, states, key):
     """A strategy whose update is exactly zero (as es's is when every loss difference rounds to 0)."""
     loss, update, metrics = bptt(problem, params, states, key)

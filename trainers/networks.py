@@ -52,8 +52,8 @@ class StridedConv(nn.Module):
 
     On CPU its gradient is several times faster than XLA's convolution gradient at the study's tiny
     sizes, and a quantum-control training epoch 13-22 % faster than with one product per tap
-    (docs/performance.md). Inputs (batch, length, *rest, channels); ``kernel_size`` is (taps, *rest) and covers the
-    ``rest`` axes entirely, which are thereby reduced to size 1.
+    (docs/performance.md). Inputs (batch, length, *rest, channels); ``kernel_size`` is (taps, *rest)
+    and covers the ``rest`` axes entirely, which are thereby reduced to size 1.
     """
 
     features: int

@@ -50,7 +50,8 @@ def step_flops(task: str, level) -> tuple[float, float, int]:
     """FLOPs of one time step for a batch of 8: (bptt gradient, forward rollout), and the horizon."""
     horizon = study_preset(task, level).make_env().num_steps()
     config = study_preset(task, level, strategy="bptt", env_params={"num_steps": 1})
-    env, problem, *_ = _compile(config, None, None)
+    problem, *_ = _compile(config, None, None)
+    env = problem.env
     key = jax.random.PRNGKey(0)
     params, states = problem.controller.init(key), initial_states(env, key, config.batch_size)
     loss = lambda p, s: rollout_loss(problem, p, s)

@@ -3,7 +3,8 @@ for two forms of the study's CNN and several ``lax.scan`` unroll factors.
 
 ``im2col``: the library's :class:`trainers.networks.StridedConv` (the taps' strided slices
 concatenated, then one matrix product). ``per-tap``: one matrix product per kernel tap, summed (the
-library's form until 2026-12-03). Both compute the same function; the table says whether either form or unrolling the rollout's scan is faster.
+library's form until 2026-12-03). Both compute the same function; the table says whether either
+form or unrolling the rollout's scan is faster.
 
 ``--epochs N`` instead times whole training epochs of the study protocol (target 3, ``combined`` and
 ``bptt``, 256 + 256 states, batch 8) with each form: ``train`` for N epochs, the median

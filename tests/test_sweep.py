@@ -327,7 +327,6 @@ def test_plot_and_table_commands_on_a_sweep(swept, tmp_path, capsys):
     assert "| CartPole | 2 | combined | norm | 1 |" in capsys.readouterr().out
 
 
-
 def _frozen_strategy() -> Strategy:
     def compute(problem, params, states, key):
         update = jax.tree.map(jnp.zeros_like, params)

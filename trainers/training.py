@@ -161,7 +161,8 @@ class ZeroUpdateWarning(UserWarning):
 
 
 def warn_if_zero_update(row: dict[str, float], run: str, strategy_name: str) -> bool:
-    """Warn (once per call) when ``row``'s mean squared update norm is exactly 0; returns whether it was.
+    """Warn when ``row``'s mean squared update norm is exactly 0; returns whether it was (callers warn
+    once per run).
 
     With ``es`` this happens when every antithetic loss difference rounds to 0 (float32 at quantum
     control targets 4 and 5 with the default noise), and training would silently stand still.
@@ -253,7 +254,6 @@ def make_epoch(problem: Problem, strategy: Strategy, optimizer: optax.GradientTr
 class _Compiled(NamedTuple):
     """What a configuration compiles to; reused by runs that differ only in seed and length."""
 
-    env: FunctionalEnv
     problem: Problem
     strategy: Strategy
     optimizer: optax.GradientTransformation
@@ -277,7 +277,7 @@ def _compile(config: TrainConfig, controller: Controller | None,
     problem = config.make_problem(controller)
     strategy = config.make_strategy()
     optimizer = optimizer or config.make_optimizer()
-    compiled = _Compiled(problem.env, problem, strategy, optimizer,
+    compiled = _Compiled(problem, strategy, optimizer,
                          make_epoch(problem, strategy, optimizer, config.batch_size),
                          jax.jit(lambda params, states: rollout_loss(problem, params, states)), {})
     if shareable:
@@ -332,8 +332,8 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
     config = dataclasses.replace(config, **overrides) if config is not None else TrainConfig(**overrides)
     custom = {"controller": "custom" if controller is not None else "study",
               "optimizer_object": "custom" if optimizer is not None else None}
-    env, problem, strategy, optimizer, epoch_fn, evaluate, executables = _compile(config, controller, optimizer)
-    controller = problem.controller
+    problem, strategy, optimizer, epoch_fn, evaluate, executables = _compile(config, controller, optimizer)
+    env, controller = problem.env, problem.controller
 
     run_dir = Path(out) if out is not None else None
     record = {**config.to_dict(), **{k: v for k, v in custom.items() if v is not None},

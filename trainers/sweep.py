@@ -465,9 +465,10 @@ def _prepare(run: Run, program: _Program, overwrite: bool):
     return state, train_states, test_states, rows, start
 
 
-def _train_group(group: Group, *, overwrite: bool, quiet: bool,
-                 callback: Callable[[Run, dict[str, float]], None] | None) -> list[RunStatus]:
-    """Train the unfinished runs of a group together; returns each run's status."""
+def train_group(group: Group, *, overwrite: bool = False, quiet: bool = True,
+                callback: Callable[[Run, dict[str, float]], None] | None = None) -> list[RunStatus]:
+    """Train the unfinished runs of a group together (resuming from checkpoints); returns each run's
+    status. This is the unit of work that executors distribute."""
     statuses: dict[str, RunStatus] = {}
     fields = 2 if any(run.config.strategy == "combined" for run in group.runs) else 1
     program = _program(group.runs[0].config, fields)
@@ -594,7 +595,7 @@ def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | 
     groups = plan(spec, out_root, part=part, max_group=max_group, split_combined=split_combined)
     statuses: list[RunStatus] = []
     for group in groups:
-        statuses += _train_group(group, overwrite=overwrite, quiet=quiet, callback=callback)
+        statuses += train_group(group, overwrite=overwrite, quiet=quiet, callback=callback)
     return SweepResult(statuses, time.perf_counter() - started)
 
 

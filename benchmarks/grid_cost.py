@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from trainers.presets import study_preset
 from trainers.rollout import rollout_loss
-from trainers.training import _compile, initial_states, train
+from trainers.training import initial_states, train
 
 ES_POPULATION = 32
 CASES = (("cartpole", 1), ("cartpole", 2), ("cartpole", 3), ("cartpole", 4), ("guidance", 0.001), ("quantum", 3))
@@ -50,7 +50,7 @@ def step_flops(task: str, level) -> tuple[float, float, int]:
     """FLOPs of one time step for a batch of 8: (bptt gradient, forward rollout), and the horizon."""
     horizon = study_preset(task, level).make_env().num_steps()
     config = study_preset(task, level, strategy="bptt", env_params={"num_steps": 1})
-    problem, *_ = _compile(config, None, None)
+    problem = config.make_problem()
     env = problem.env
     key = jax.random.PRNGKey(0)
     params, states = problem.controller.init(key), initial_states(env, key, config.batch_size)

@@ -186,7 +186,7 @@ def test_strategy_factories_validate_their_arguments():
         strategies.es(3)
     with pytest.raises(ValueError, match="noise"):
         strategies.es(4, -1.0)
-    with pytest.raises(ValueError, match="truncate_every"):
+    with pytest.raises(ValueError, match="'every'"):
         strategies.get_strategy("truncated")
 
 

@@ -14,8 +14,10 @@ from trainers import rundir
 from trainers.rollout import rollout_loss
 from trainers.strategies import STRATEGIES, Strategy, StrategyResult, sign_agreement, truncated
 from trainers.sweep import (
-    FAILED_FILE, SweepSpec, _run_data, clip_update, config_record, gated_fields, main, plan, run_sweep,
+    FAILED_FILE, SweepSpec, config_record, main, plan, run_sweep,
 )
+from trainers.engine import clip_update, run_data as _run_data
+from trainers.strategies import gated_fields
 from trainers.training import TrainConfig, ZeroUpdateWarning, initial_states, train
 
 TINY = dict(env_params={"num_steps": 20}, num_train=16, num_test=16, batch_size=8, epochs=4,

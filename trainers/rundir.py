@@ -22,6 +22,9 @@ import numpy as np
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 CHECKPOINT_FILE = "checkpoint.npz"
+FAILED_FILE = "failed.json"
+"""Written into a run directory of a sweep whose training hit a non-finite loss or state; the sweep then
+skips it."""
 METRIC_COLUMNS = ("epoch", "batch_loss", "train_loss", "test_loss", "update_norm_squared", "cosine",
                   "epoch_seconds")
 

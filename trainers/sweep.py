@@ -5,21 +5,10 @@ Every run of a sweep is an ordinary run directory of :func:`trainers.training.tr
 root, so ``train`` or ``diffenvs-train`` recognises and resumes it, and a sweep skips finished runs and
 resumes interrupted ones from their checkpoints.
 
-Runs that share shapes (same task, environment parameters, data sizes, optimizer and learning rate)
-train together as ONE jitted, vmapped epoch program. The strategies differ only in data:
-
-* ``bptt``, ``modified``, ``network_only``, ``one_step`` and ``truncated(k)`` are one backward sweep
-  over the forward rollout whose two state paths are scaled by per-run *gates*
-  (:func:`trainers.strategies.gated_fields`): a gated value ``sg(x) + g·(x - sg(x))`` has the forward
-  value x and scales the gradient by g, so g can be a vmapped array where ``stop_gradient`` cannot;
-* ``combined`` is two such sweeps, gates (1, 1) and (0, 1), combined by the sign rule; when a group
-  holds a ``combined`` run every run of it carries two fields (the second unused by the others);
-* the clipping mode is an index selecting among the unclipped, value-clipped and norm-clipped update
-  (all three are computed; they are cheap next to the rollout);
-* seeds are vmapped parameters, optimizer states, PRNG keys and initial states.
-
-Other strategies (``es``, custom :class:`~trainers.strategies.Strategy` objects) form their own groups,
-vmapped over clipping modes and seeds.
+Runs that share shapes (same task, environment parameters, data sizes, optimizer, learning rate and
+strategy family) train together as ONE jitted, vmapped epoch program of :mod:`trainers.engine`, the
+same engine that trains a single run: the study's gated strategies, clipping modes and seeds are data
+in that program, and any other strategy forms groups of its own.
 
 >>> spec = SweepSpec(tasks=("cartpole",), levels=(1, 2), strategies=("bptt", "combined"), seeds=(0, 1))
 >>> result = run_sweep(spec, "runs/sweep", part=(1, 2))      # the first half of the grid
@@ -33,63 +22,44 @@ import hashlib
 import itertools
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 import diffenvs
-from diffenvs.core import EnvState
 from diffenvs.registry import canonical_name
 from trainers import rundir
+from trainers.config import CLIP_MODES, TrainConfig, strategy_fields
+from trainers.engine import (
+    GATED_STRATEGIES, Member, group_key, program_for, train_members,
+)
 from trainers.presets import COMPLEXITY_LEVELS, study_preset
-from trainers.rollout import Problem, rollout_loss
-from trainers.strategies import (
-    STUDY_GATES, Strategy, cosine_similarity, gated_fields, sign_agreement,
-)
-from trainers.training import (
-    CLIP_MODES, LOSS_COLUMNS, OPTIMIZERS, TrainConfig, TrainState, finite_leaves, initial_states, scan_epoch,
-    tree_squared_norm, warn_if_zero_update,
-)
+from trainers.strategies import Strategy, strategy_names
 
 STUDY_STRATEGIES = ("bptt", "modified", "combined", "one_step")
 """The strategies the study compares (the default of a sweep)."""
-GATED_STRATEGIES = ("bptt", "modified", "network_only", "one_step", "combined", "truncated")
-"""Strategies expressed by gates as data: any mix of them trains in one vmapped program."""
-FAILED_FILE = "failed.json"
-"""Written into a run directory whose training hit a non-finite loss or state; the sweep then skips it."""
+FAILED_FILE = rundir.FAILED_FILE
+__all__ = ["GATED_STRATEGIES", "STUDY_STRATEGIES", "FAILED_FILE", "SweepSpec", "Run", "Group", "RunStatus",
+           "SweepResult", "plan", "run_name", "config_record", "train_group", "run_sweep", "main"]
 
 
 # ----------------------------------------------------------------------------------------------- grid
 
 def _parse_strategy(entry: str | Strategy) -> dict[str, Any]:
-    """TrainConfig fields of a grid strategy entry: a name, "truncated:K", "es" or a Strategy."""
+    """TrainConfig fields of a grid strategy entry: a spelling such as "bptt", "truncated:K", "es:P",
+    "NAME:key=value,..." (see :func:`trainers.strategies.parse_strategy`) or a Strategy."""
     if isinstance(entry, Strategy):
         return {"strategy": entry}
     if not isinstance(entry, str):
         raise ValueError(f"strategies: entries must be names or Strategy objects, got {entry!r}")
-    name, _, argument = entry.partition(":")
-    if name == "truncated":
-        if not argument:
-            return {"strategy": "truncated"}        # truncate_every from the options
-        try:
-            return {"strategy": "truncated", "truncate_every": int(argument)}
-        except ValueError:
-            raise ValueError(f"strategies: 'truncated:K' needs an integer K >= 1, got {entry!r}") from None
-    if name == "es" and argument:
-        try:
-            return {"strategy": "es", "es_population": int(argument)}
-        except ValueError:
-            raise ValueError(f"strategies: 'es:P' needs an even integer P >= 2, got {entry!r}") from None
-    allowed = list(GATED_STRATEGIES) + ["truncated:K", "es", "es:P"]
-    if argument or name not in set(GATED_STRATEGIES) | {"es"}:
-        raise ValueError(f"strategies: each must be one of {allowed} (or a Strategy object), got {entry!r}")
-    return {"strategy": name}
+    if entry == "truncated":
+        return {"strategy": "truncated"}            # truncate_every from the options
+    try:
+        return strategy_fields(entry)
+    except ValueError as error:
+        raise ValueError(f"strategies: {error}") from None
 
 
 def _non_empty(name: str, values: Any) -> tuple:
@@ -194,7 +164,8 @@ def _format_value(value: Any) -> str:
 
 
 def run_name(config: TrainConfig) -> str:
-    """Deterministic directory name: task, level, strategy, clip, seed and a hash of the whole config."""
+    """Deterministic directory name: task, level, strategy, clip, seed and a hash of the whole config
+    except ``epochs``."""
     record = config.to_dict()
     parameter = COMPLEXITY_LEVELS.get(config.task, (None,))[0]
     level = record["env_params"].get(parameter)
@@ -203,24 +174,15 @@ def run_name(config: TrainConfig) -> str:
         strategy = f"truncated{config.truncate_every}"
     elif strategy == "es":
         strategy = f"es{config.es_population}"
-    digest = hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:8]
+    if config.strategy_options:
+        strategy += "-" + "-".join(f"{key}{_format_value(value)}" for key, value in sorted(config.strategy_options.items()))
+    if config.precision != "float32":
+        strategy += f"-{config.precision}"
+    # epochs are not part of the name: a sweep asked for more epochs continues its finished runs
+    digest = hashlib.sha1(json.dumps({k: v for k, v in record.items() if k != "epochs"},
+                                     sort_keys=True).encode()).hexdigest()[:8]
     level_part = f"-{parameter}{_format_value(level)}" if level is not None else ""
     return f"{config.task}{level_part}-{strategy}-{config.clip}-seed{config.seed}-{digest}"
-
-
-def _group_key(config: TrainConfig, split_combined: bool = True) -> str:
-    """Runs with equal keys train in one vmapped program (``combined`` apart if ``split_combined``)."""
-    record = config.to_dict()
-    shared = {name: record[name] for name in ("task", "env_params", "num_train", "num_test", "batch_size",
-                                               "optimizer", "learning_rate", "clip_threshold")}
-    if isinstance(config.strategy, str) and config.strategy in GATED_STRATEGIES:
-        shared["kind"] = "gated"
-        if split_combined:
-            shared["fields"] = 2 if config.strategy == "combined" else 1
-    else:
-        shared["kind"] = {"strategy": record["strategy"], "es_population": config.es_population,
-                          "es_noise": config.es_noise}
-    return json.dumps(shared, sort_keys=True)
 
 
 class Run(NamedTuple):
@@ -279,7 +241,7 @@ def plan(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | str =
                 continue
             raise ValueError(f"spec: two different runs share the directory name {name!r}")
         names[name] = config
-        by_key.setdefault(_group_key(config, split_combined), []).append(Run(config, name, out_root / name))
+        by_key.setdefault(group_key(config, split_combined), []).append(Run(config, name, out_root / name))
     chunks = []
     for key, runs in by_key.items():
         runs = sorted(runs, key=lambda run: run.name)
@@ -292,112 +254,6 @@ def plan(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | str =
         load[target] += group.cost()
         assigned[target].append(group)
     return sorted(assigned[index - 1], key=lambda g: g.runs[0].name)
-
-
-# ------------------------------------------------------------------------------- the vmapped program
-
-class RunData(NamedTuple):
-    """Per-run data of a gated group: gates (fields, 2), combine flag, truncation, clipping mode."""
-
-    gates: jax.Array
-    combine: jax.Array
-    truncate_every: jax.Array
-    clip_mode: jax.Array
-
-
-def _run_data(config: TrainConfig, fields: int) -> RunData:
-    strategy = config.strategy if isinstance(config.strategy, str) else ""
-    if strategy == "combined":
-        gates = [STUDY_GATES["bptt"], STUDY_GATES["modified"]]
-    elif strategy == "truncated":
-        gates = [STUDY_GATES["bptt"]] * fields
-    else:
-        gates = [STUDY_GATES.get(strategy, (1.0, 1.0))] * fields
-    return RunData(np.asarray(gates[:fields], np.float32), np.asarray(strategy == "combined"),
-                   np.asarray(config.truncate_every if strategy == "truncated" else 0, np.int32),
-                   np.asarray(CLIP_MODES.index(config.clip), np.int32))
-
-
-def clip_update(update: Any, mode: jax.Array, threshold: float) -> Any:
-    """The update clipped as ``TrainConfig.make_optimizer`` does for clip mode ``CLIP_MODES[mode]``.
-
-    All three variants are computed (optax.clip and optax.clip_by_global_norm at ``threshold``) and the
-    run's mode selects one, so ``mode`` may be a vmapped array.
-    """
-    by_value, _ = optax.clip(threshold).update(update, optax.EmptyState())
-    by_norm, _ = optax.clip_by_global_norm(threshold).update(update, optax.EmptyState())
-    return jax.tree.map(lambda none, value, norm: jnp.where(mode == 1, value, jnp.where(mode == 2, norm, none)),
-                        update, by_value, by_norm)
-
-
-def make_group_epoch(problem: Problem, optimizer: optax.GradientTransformation, batch_size: int,
-                     clip_threshold: float, strategy: Strategy | None, fields: int) -> Callable:
-    """The jitted group epoch ``(states, data, train_states, test_states, active) -> (states, metrics)``.
-
-    Every argument has a leading run axis. ``strategy`` None means a gated group with ``fields`` (1 or 2)
-    backward sweeps per run; otherwise every run uses ``strategy``. ``optimizer`` is the optimizer
-    without clipping (clipping is per-run data). Inactive runs keep their state.
-    """
-    def direction(params: Any, batch: EnvState, key: jax.Array, data: RunData):
-        if strategy is not None:
-            result = strategy(problem, params, batch, key)
-            nan = jnp.full((), jnp.nan, result.loss.dtype)
-            return result.loss, result.update, result.metrics.get("cosine", nan)
-        loss, gradients = gated_fields(problem, params, batch, data.gates, data.truncate_every)
-        first = jax.tree.map(lambda g: g[0], gradients)
-        nan = jnp.full((), jnp.nan, loss.dtype)
-        if fields == 1:
-            return loss, first, nan
-        second = jax.tree.map(lambda g: g[1], gradients)
-        combined = sign_agreement(second, first)
-        update = jax.tree.map(lambda c, f: jnp.where(data.combine, c, f), combined, first)
-        return loss, update, jnp.where(data.combine, cosine_similarity(second, first), nan)
-
-    def epoch(state: TrainState, data: RunData, train_states: EnvState, test_states: EnvState,
-              active: jax.Array):
-        def update(current: TrainState, batch: EnvState):
-            key, step_key = jax.random.split(current.key)
-            loss, raw, cosine = direction(current.params, batch, step_key, data)
-            clipped = clip_update(raw, data.clip_mode, clip_threshold)
-            updates, optimizer_state = optimizer.update(clipped, current.optimizer_state, current.params)
-            params = optax.apply_updates(current.params, updates)
-            return TrainState(params, optimizer_state, key), (loss, tree_squared_norm(raw), cosine)
-
-        new_state, metrics = scan_epoch(problem, update, state, train_states, test_states, batch_size)
-        kept = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, state)
-        return kept, metrics
-
-    return jax.jit(jax.vmap(epoch))
-
-
-class _Program(NamedTuple):
-    problem: Problem
-    optimizer: optax.GradientTransformation
-    epoch: Callable
-    evaluate: Callable
-    executables: dict
-
-
-_PROGRAMS: dict[tuple[str, int], _Program] = {}
-
-
-def _program(config: TrainConfig, fields: int) -> _Program:
-    """The group program for runs like ``config`` (cached by group key and number of fields)."""
-    cache_key = (_group_key(config, split_combined=False), fields)
-    if cache_key in _PROGRAMS:
-        return _PROGRAMS[cache_key]
-    problem = config.make_problem()
-    optimizer = OPTIMIZERS[config.optimizer](config.learning_rate)
-    gated = isinstance(config.strategy, str) and config.strategy in GATED_STRATEGIES
-    strategy = None if gated else config.make_strategy()
-    program = _Program(problem, optimizer,
-                       make_group_epoch(problem, optimizer, config.batch_size, config.clip_threshold,
-                                        strategy, fields),
-                       jax.jit(jax.vmap(lambda params, states: rollout_loss(problem, params, states))), {})
-    if len(_PROGRAMS) >= 16:
-        _PROGRAMS.pop(next(iter(_PROGRAMS)))
-    _PROGRAMS[cache_key] = program
-    return program
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -418,165 +274,42 @@ class SweepResult(NamedTuple):
     seconds: float
 
 
-def _stack(trees: Sequence[Any]) -> Any:
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
-def _take(tree: Any, index: int) -> Any:
-    return jax.tree.map(lambda leaf: leaf[index], tree)
-
-
-def _prepare(run: Run, program: _Program, overwrite: bool):
-    """Config check, initial state and checkpoint of one run: (state, rows or None, start epoch)."""
-    config, run_dir = run.config, run.run_dir
-    record = config_record(config)
-    existing = rundir.read_config(run_dir)
-    if existing is not None and existing != record and not overwrite:
-        changed = sorted(k for k in set(existing) | set(record) if existing.get(k) != record.get(k))
-        raise ValueError(f"out_root: {run_dir} holds a run with a different configuration (differs in "
-                         f"{changed}); remove it or pass overwrite=True")
-    if existing is not None and overwrite:
-        for name in (rundir.CHECKPOINT_FILE, rundir.METRICS_FILE, FAILED_FILE):
-            (run_dir / name).unlink(missing_ok=True)
-    if existing != record:
-        rundir.write_config(run_dir, record)
-
-    env, controller = program.problem.env, program.problem.controller
-    train_key, test_key, init_key, strategy_key = jax.random.split(jax.random.PRNGKey(config.seed), 4)
-    train_states = initial_states(env, train_key, config.num_train)
-    test_states = initial_states(env, test_key, config.num_test)
-    params = controller.init(init_key)
-    state = TrainState(params, program.optimizer.init(params), strategy_key)
-    # train()'s checkpoint holds the chained (clip, optimizer) state; the clipping states have no leaves
-    template = TrainState(params, config.make_optimizer().init(params), strategy_key)
-    mine, theirs = jax.tree.leaves(state), jax.tree.leaves(template)
-    if [(np.shape(a), np.asarray(a).dtype) for a in mine] != [(np.shape(b), np.asarray(b).dtype) for b in theirs]:
-        raise ValueError(f"optimizer: the state of {config.optimizer!r} with clip {config.clip!r} does not "
-                         f"match train()'s checkpoint layout")
-    loaded = rundir.load_checkpoint(run_dir, template)
-    if loaded is None:
-        return state, train_states, test_states, None, 0
-    start, loaded_state = loaded
-    state = jax.tree.unflatten(jax.tree.structure(state), jax.tree.leaves(loaded_state))
-    rows = [row for row in rundir.read_metrics(run_dir) if row["epoch"] <= start]
-    if len(rows) != start + 1:
-        raise ValueError(f"out_root: {run_dir}/metrics.csv has {len(rows)} complete rows up to the "
-                         f"checkpoint at epoch {start}, expected {start + 1}")
-    return state, train_states, test_states, rows, start
-
-
 def train_group(group: Group, *, overwrite: bool = False, quiet: bool = True,
                 callback: Callable[[Run, dict[str, float]], None] | None = None) -> list[RunStatus]:
     """Train the unfinished runs of a group together (resuming from checkpoints); returns each run's
-    status. This is the unit of work that executors distribute."""
+    status. This is the unit of work that executors distribute.
+
+    A run that hits a non-finite value gets ``failed.json`` and keeps its last good checkpoint while
+    the others go on; it is skipped afterwards (``overwrite`` starts it afresh).
+    """
     statuses: dict[str, RunStatus] = {}
-    fields = 2 if any(run.config.strategy == "combined" for run in group.runs) else 1
-    program = _program(group.runs[0].config, fields)
-    pending = []
+    members = []
     for run in group.runs:
         if (run.run_dir / FAILED_FILE).exists() and not overwrite:
             rows = rundir.read_metrics(run.run_dir)
             statuses[run.name] = RunStatus(run, "failed", rows[-1]["epoch"] if rows else 0,
                                            rows[-1]["test_loss"] if rows else math.nan)
             continue
-        prepared = _prepare(run, program, overwrite)
-        start, rows = prepared[4], prepared[3]
-        if start >= run.config.epochs:                # finished: nothing is rewritten
-            statuses[run.name] = RunStatus(run, "finished", start, rows[-1]["test_loss"])
-            continue
-        pending.append((run, prepared))
-    if not pending:
-        return [statuses[run.name] for run in group.runs]
+        members.append(run)
+    if members:
+        fields = 2 if any(run.config.strategy == "combined" for run in members) else 1
+        program = program_for(members[0].config, fields)
 
-    runs = [run for run, _ in pending]
-    state = _stack([prepared[0] for _, prepared in pending])
-    train_states = _stack([prepared[1] for _, prepared in pending])
-    test_states = _stack([prepared[2] for _, prepared in pending])
-    data = _stack([_run_data(run.config, fields) for run in runs])
-    starts = [prepared[4] for _, prepared in pending]
-    all_rows: list[list[dict[str, float]]] = []
-    if any(prepared[3] is None for _, prepared in pending):
-        train_losses = np.asarray(program.evaluate(state.params, train_states))
-        test_losses = np.asarray(program.evaluate(state.params, test_states))
-    for index, (run, prepared) in enumerate(pending):
-        rows = prepared[3]
-        if rows is None:
-            rows = [{"epoch": 0, "batch_loss": math.nan, "train_loss": float(train_losses[index]),
-                     "test_loss": float(test_losses[index]), "update_norm_squared": math.nan,
-                     "cosine": math.nan, "epoch_seconds": 0.0}]
-        rundir.write_metrics(run.run_dir, rows)
-        all_rows.append(rows)
+        def failed(index: int, epoch: int, row: dict[str, float]) -> None:
+            rundir._write_atomically(members[index].run_dir / FAILED_FILE, (json.dumps(
+                {"epoch": epoch, "row": {k: repr(v) for k, v in row.items()},
+                 "message": "non-finite loss, parameters or optimizer state; the last good checkpoint is kept"},
+                indent=2) + "\n").encode())
 
-    epochs = [run.config.epochs for run in runs]
-    failed = [False] * len(runs)
-    warned = [False] * len(runs)
-    strategy_names = [run.config.make_strategy().name for run in runs]
-    active = np.zeros(len(runs), bool)
-    signature = str(jax.tree.map(lambda x: (x.shape, x.dtype), (state, data, train_states, test_states)))
-    if signature not in program.executables:
-        program.executables[signature] = program.epoch.lower(
-            state, data, train_states, test_states, jnp.asarray(active)).compile()
-    compiled = program.executables[signature]
-    progress = None
-    if not quiet:
-        from tqdm.auto import tqdm
-        config = runs[0].config
-        progress = tqdm(total=max(epochs), initial=min(starts), unit="epoch", file=sys.stdout, dynamic_ncols=True,
-                        mininterval=0.5, desc=f"{config.task} {config.env_params}: {len(runs)} runs")
-    try:
-        for epoch in range(min(starts) + 1, max(epochs) + 1):
-            active = np.array([start < epoch <= last and not bad
-                               for start, last, bad in zip(starts, epochs, failed)])
-            if not active.any():
-                break
-            started = time.perf_counter()
-            new_state, metrics = compiled(state, data, train_states, test_states, jnp.asarray(active))
-            metrics = {name: np.asarray(value) for name, value in metrics.items()}
-            seconds = time.perf_counter() - started
-            rows_now = {}
-            state_finite = finite_leaves(new_state, per_run=True)
-            for index in np.flatnonzero(active):
-                row = {"epoch": epoch, **{name: float(value[index]) for name, value in metrics.items()},
-                       "epoch_seconds": seconds}
-                if rundir.all_finite(row, LOSS_COLUMNS) and state_finite[index]:
-                    rows_now[index] = row
-                else:
-                    failed[index] = True
-                    rundir._write_atomically(runs[index].run_dir / FAILED_FILE, (json.dumps(
-                        {"epoch": epoch, "row": {k: repr(v) for k, v in row.items()},
-                         "message": "non-finite loss, parameters or optimizer state; the last good checkpoint is kept"},
-                        indent=2) + "\n").encode())
-            if len(rows_now) < int(active.sum()):       # failed runs keep their last good state
-                keep = jnp.asarray([index in rows_now or not active[index] for index in range(len(runs))])
-                new_state = jax.tree.map(
-                    lambda new, old: jnp.where(keep.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-                    new_state, state)
-            state = new_state
-            due = [index for index in rows_now
-                   if epoch % runs[index].config.checkpoint_every == 0 or epoch == epochs[index]]
-            host_state = jax.tree.map(np.asarray, state) if due else None
-            for index, row in rows_now.items():
-                run = runs[index]
-                all_rows[index].append(row)
-                rundir.append_metrics(run.run_dir, row)
-                if not warned[index]:
-                    warned[index] = warn_if_zero_update(row, run.name, strategy_names[index])
-                if index in due:
-                    rundir.save_checkpoint(run.run_dir, epoch, _take(host_state, index))
-            for index, row in rows_now.items():
-                if callback is not None:
-                    callback(runs[index], row)
-            if progress is not None:
-                best = min(row["test_loss"] for row in rows_now.values()) if rows_now else math.nan
-                progress.set_postfix(best_test=f"{best:.3g}", failed=sum(failed), refresh=False)
-                progress.update(1)
-    finally:
-        if progress is not None:
-            progress.close()
-    for index, run in enumerate(runs):
-        last = all_rows[index][-1]
-        statuses[run.name] = RunStatus(run, "failed" if failed[index] else "trained", last["epoch"],
-                                       last["test_loss"])
+        config = members[0].config
+        outcomes = train_members(
+            program, [Member(run.config, run.run_dir, run.name, config_record(run.config)) for run in members],
+            overwrite=overwrite, quiet=quiet, where="out_root", on_failure=failed,
+            description=f"{config.task} {config.env_params}: {len(members)} runs",
+            callback=None if callback is None else lambda index, row: callback(members[index], row))
+        for run, outcome in zip(members, outcomes):
+            last = outcome.rows[-1]
+            statuses[run.name] = RunStatus(run, outcome.status, last["epoch"], last["test_loss"])
     return [statuses[run.name] for run in group.runs]
 
 
@@ -628,7 +361,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="complexity levels (poles, rc, target); for several tasks TASK=L1,L2,...; "
                              "default: the study's levels")
     parser.add_argument("--strategies", nargs="+", default=list(STUDY_STRATEGIES),
-                        help=f"among {list(GATED_STRATEGIES)}, truncated:K, es, es:P")
+                        help=f"among {strategy_names()}; options as NAME:VALUE (truncated:10, es:64) "
+                             "or NAME:key=value,key=value")
     parser.add_argument("--clips", nargs="+", default=list(CLIP_MODES), help="clipping modes")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the study's 1000)")

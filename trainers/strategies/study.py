@@ -1,8 +1,4 @@
-"""Gradient strategies: where the backward pass through a rollout may go (spec section 4).
-
-A strategy maps (problem, controller params, batch of initial states, PRNG key) to a
-:class:`StrategyResult`: the batch loss of the forward rollout, the update direction (a pytree like
-the params, to be *descended*: clipping and the optimizer act on it) and strategy metrics.
+"""The study's gradient strategies: where the backward pass through a rollout may go.
 
 With sg = stop-gradient, c_t = N(x_t or sg(x_t); θ) and x_{t+1} = S(x_t or sg(x_t), c_t):
 
@@ -18,43 +14,26 @@ truncated(k)   -     sg every k    sg every k    BPTT truncated every k steps
 es(...)        -     -             -             antithetic evolution-strategies estimate
 ============== ===== ============= ============= =================================================
 
-Write a new strategy as a function ``(problem, params, states, key) -> StrategyResult`` wrapped in
-:class:`Strategy`; gated variants are one line with :func:`gated`.
+Gated variants are one line with :func:`gated`; :func:`gated_fields` computes several gated
+gradients from one forward rollout with the gates as data (what lets a sweep train a mix of these
+strategies in one vmapped program).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from diffenvs.core import EnvState
 from trainers.rollout import Gate, Problem, make_gate, rollout_loss
+from trainers.strategies.base import (
+    Strategy, StrategyResult, cosine_similarity, register, sign_agreement,
+)
 
 Array = jax.Array
 stop = jax.lax.stop_gradient
-
-
-class StrategyResult(NamedTuple):
-    """Batch loss (scalar), update direction (pytree like params) and strategy metrics."""
-
-    loss: Array
-    update: Any
-    metrics: dict[str, Array]
-
-
-@dataclasses.dataclass(frozen=True)
-class Strategy:
-    """A named gradient strategy: ``compute(problem, params, states, key) -> StrategyResult``."""
-
-    name: str
-    compute: Callable[[Problem, Any, EnvState, Array], StrategyResult]
-    description: str = ""
-
-    def __call__(self, problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
-        return self.compute(problem, params, states, key)
 
 
 def gated(name: str, gate: Gate, description: str = "") -> Strategy:
@@ -86,21 +65,7 @@ def truncated(every: int) -> Strategy:
     return gated(f"truncated({every})", gate, f"BPTT truncated every {every} steps")
 
 
-def sign_agreement(modified_update: Any, true_gradient: Any) -> Any:
-    """Per scalar: the modified component where its sign equals the true gradient's, else 0.
-
-    sign(0) = 0, so a component where either is exactly zero gives 0.
-    """
-    return jax.tree.map(lambda m, g: jnp.where(jnp.sign(m) == jnp.sign(g), m, jnp.zeros_like(m)),
-                        modified_update, true_gradient)
-
-
-def cosine_similarity(a: Any, b: Any) -> Array:
-    """Cosine of the angle between two pytrees seen as flat vectors (0 when either is zero)."""
-    dot = sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-    norm = jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree.leaves(a))
-                    * sum(jnp.vdot(y, y) for y in jax.tree.leaves(b)))
-    return jnp.where(norm > 0, dot / jnp.where(norm > 0, norm, 1.0), 0.0)
+register(truncated)
 
 
 def bptt_and_modified(problem: Problem, params: Any, states: EnvState) -> tuple[Array, Any, Any]:
@@ -117,60 +82,11 @@ def _combined(problem: Problem, params: Any, states: EnvState, key: Array) -> St
 
 
 combined = Strategy("combined", _combined,
-                    "the modified update where its sign agrees with the true gradient, else 0 (C)")
+                    "the modified update where its sign agrees with the true gradient, else 0 (C)",
+                    metric_names=("cosine",))
 
-
-def es(population: int = 32, noise: float = 0.02) -> Strategy:
-    """Antithetic evolution-strategies gradient estimate (a black-box baseline).
-
-    ``population`` perturbations θ ± σ·ε_i (``population / 2`` pairs, ε ~ N(0, I)), σ = ``noise``:
-    g ≈ Σ_i (L(θ + σε_i) - L(θ - σε_i)) ε_i / (σ · population).
-
-    A difference smaller than the floating-point spacing of the loss rounds to exactly 0: in float32
-    at quantum targets 4 and 5 with σ = 0.02 every difference does, and the update is 0
-    (``benchmarks/es_resolution.py`` prints, per task and σ, how many differences are nonzero).
-    """
-    if isinstance(population, bool) or not isinstance(population, int) or population < 2 or population % 2:
-        raise ValueError(f"es: population must be an even integer >= 2, got {population!r}")
-    if not noise > 0:
-        raise ValueError(f"es: noise must be > 0, got {noise!r}")
-    pairs = population // 2
-
-    def compute(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
-        leaves, treedef = jax.tree.flatten(params)
-        keys = jax.random.split(key, len(leaves))
-        directions = treedef.unflatten([jax.random.normal(k, (pairs, *leaf.shape), leaf.dtype)
-                                        for k, leaf in zip(keys, leaves)])
-        loss_at = lambda p: rollout_loss(problem, p, states)
-        shifted = lambda sign: jax.vmap(loss_at)(
-            jax.tree.map(lambda p, d: p + sign * noise * d, params, directions))
-        difference = shifted(1.0) - shifted(-1.0)                     # (pairs,)
-        gradient = jax.tree.map(
-            lambda d: jnp.tensordot(difference, d, axes=1) / (noise * population), directions)
-        return StrategyResult(loss_at(params), gradient, {})
-
-    return Strategy(f"es({population},{noise:g})", compute, "antithetic evolution strategies")
-
-
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (bptt, modified, network_only, one_step, combined)}
-"""The study's strategies by name; ``truncated(k)`` and ``es(...)`` are made by their factories."""
-
-
-def get_strategy(strategy: str | Strategy, *, truncate_every: int | None = None,
-                 es_population: int = 32, es_noise: float = 0.02) -> Strategy:
-    """A :class:`Strategy` from a name (``bptt``, ..., ``truncated``, ``es``) or a Strategy."""
-    if isinstance(strategy, Strategy):
-        return strategy
-    if strategy in STRATEGIES:
-        return STRATEGIES[strategy]
-    if strategy == "truncated":
-        if truncate_every is None:
-            raise ValueError("strategy 'truncated' needs truncate_every (an integer >= 1)")
-        return truncated(truncate_every)
-    if strategy == "es":
-        return es(es_population, es_noise)
-    allowed = sorted(STRATEGIES) + ["truncated", "es"]
-    raise ValueError(f"strategy must be one of {allowed}, got {strategy!r}")
+for _strategy in (bptt, modified, network_only, one_step, combined):
+    register(_strategy)
 
 
 def gated_fields(problem: Problem, params: Any, states: EnvState, gates: Array,

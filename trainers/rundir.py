@@ -19,6 +19,8 @@ naming the holder (or waits, ``wait=True``); :func:`try_lock` and :func:`lock_al
 without waiting, the latter for several directories at once, all or none. The locks are advisory:
 they protect writers that take them (``train``, the sweeps), not readers, which need none since every
 file but the appended metrics is replaced atomically. Do not delete a run directory that is in use.
+On NFS, Linux clients emulate ``flock`` with whole-file byte-range locks that the server arbitrates
+(see flock(2)); this module is tested on local file systems only. The holder's host is named in case.
 """
 
 from __future__ import annotations
@@ -220,6 +222,9 @@ def _attempt(run_dir: Path) -> Lock | None:
             except BlockingIOError:
                 os.close(descriptor)
                 return None
+            except OSError as error:
+                raise RunDirError(_one_line(f"{path}: cannot be locked ({error.strerror}); the file system of "
+                                            f"{run_dir} must support flock")) from None
             try:
                 current = os.stat(path)
             except FileNotFoundError:
@@ -256,8 +261,8 @@ def lock(run_dir: str | Path, *, wait: bool = False, timeout: float | None = Non
     context manager (``with lock(run_dir): ...``).
 
     If another process holds it: raises :class:`RunDirBusyError` naming the holder (pid, host,
-    command line), or with ``wait=True`` retries every :data:`POLL_SECONDS` until it is free, for at
-    most ``timeout`` seconds (None: no limit; then RunDirBusyError). Locking a directory that the
+    command line), or with ``wait=True`` retries every :data:`POLL_SECONDS` until it is free; after
+    ``timeout`` seconds (None: never) it raises RunDirBusyError too. Locking a directory that the
     calling thread already holds raises RunDirBusyError at once, even with ``wait`` (it would wait for
     itself forever); another thread of the same process is treated like another process.
     """

@@ -349,7 +349,12 @@ class _Prepared(NamedTuple):
 def _prepare(member: Member, program: Program, overwrite: bool, where: str) -> _Prepared:
     """Config check, initial state and checkpoint of one run."""
     config, run_dir = member.config, member.run_dir
-    existing = rundir.read_config(run_dir) if run_dir is not None else None
+    try:
+        existing = rundir.read_config(run_dir) if run_dir is not None else None
+    except rundir.RunDirError:
+        if not overwrite:
+            raise
+        existing = {}                             # damaged: overwrite deletes what the run had
     if existing is not None and overwrite:
         for name in (rundir.CHECKPOINT_FILE, rundir.METRICS_FILE, rundir.FAILED_FILE):
             (run_dir / name).unlink(missing_ok=True)

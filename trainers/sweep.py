@@ -280,8 +280,31 @@ def train_group(group: Group, *, overwrite: bool = False, quiet: bool = True,
     status. This is the unit of work that executors distribute.
 
     A run that hits a non-finite value gets ``failed.json`` and keeps its last good checkpoint while
-    the others go on; it is skipped afterwards (``overwrite`` starts it afresh).
+    the others go on; it is skipped afterwards (``overwrite`` starts it afresh). The group's run
+    directories are locked while it trains (all or none); a group that another process holds raises
+    :class:`~trainers.rundir.RunDirBusyError`.
     """
+    locks = rundir.lock_all([run.run_dir for run in group.runs])
+    if locks is None:
+        busy = next(run.run_dir for run in group.runs if not _free(run.run_dir))
+        raise rundir.RunDirBusyError(f"a group of {len(group.runs)} runs is being trained by another process "
+                                     f"({busy} is locked)")
+    try:
+        return _train_claimed_group(group, overwrite, quiet, callback)
+    finally:
+        for held in locks:
+            held.release()
+
+
+def _free(run_dir: Path) -> bool:
+    held = rundir.try_lock(run_dir)
+    if held is not None:
+        held.release()
+    return held is not None
+
+
+def _train_claimed_group(group: Group, overwrite: bool, quiet: bool,
+                         callback: Callable[[Run, dict[str, float]], None] | None) -> list[RunStatus]:
     statuses: dict[str, RunStatus] = {}
     members = []
     for run in group.runs:
@@ -318,7 +341,10 @@ def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | 
               callback: Callable[[Run, dict[str, float]], None] | None = None) -> SweepResult:
     """Train part ``I/N`` of the grid ``spec`` into run directories under ``out_root``.
 
-    Finished runs are skipped, interrupted runs resume from their checkpoints, runs that hit a
+    Several processes may run the same sweep on the same ``out_root`` at once: each group is trained by
+    the first that locks it, the others go on with the remaining groups and then wait for the ones still
+    held, so each run is trained once and the result equals one sweep's. Finished runs are skipped,
+    interrupted runs resume from their checkpoints, runs that hit a
     non-finite value are marked with ``failed.json`` and skipped afterwards (``overwrite=True`` starts
     every run of the part afresh). ``callback(run, row)`` is called after each run's epoch is recorded
     (and checkpointed when due); raising from it stops the sweep. ``max_group`` bounds the runs per
@@ -327,8 +353,19 @@ def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | 
     started = time.perf_counter()
     groups = plan(spec, out_root, part=part, max_group=max_group, split_combined=split_combined)
     statuses: list[RunStatus] = []
-    for group in groups:
-        statuses += train_group(group, overwrite=overwrite, quiet=quiet, callback=callback)
+    pending = list(groups)
+    while pending:                  # groups that another sweep process trains are taken up afterwards
+        deferred = []
+        for group in pending:
+            try:
+                statuses += train_group(group, overwrite=overwrite, quiet=quiet, callback=callback)
+            except rundir.RunDirBusyError:
+                deferred.append(group)
+        if len(deferred) == len(pending):
+            time.sleep(1.0)
+        pending = deferred
+    order = {run.name: index for index, run in enumerate(run for group in groups for run in group.runs)}
+    statuses.sort(key=lambda status: order[status.run.name])
     return SweepResult(statuses, time.perf_counter() - started)
 
 
@@ -466,11 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _finished(run: Run) -> bool:
-    path = run.run_dir / rundir.CHECKPOINT_FILE
-    if not path.exists():
-        return False
-    with np.load(path, allow_pickle=False) as archive:
-        return int(archive["epoch"]) >= run.config.epochs
+    epoch = rundir.checkpoint_epoch(run.run_dir)
+    return epoch is not None and epoch >= run.config.epochs
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ def flag_message(message: str, flags: dict[str, str] | None = None) -> str:
     for name, flag in flags.items():
         if "_" in name:
             message = re.sub(rf"(?<![\w-]){name}(?=\W|$)", flag, message)
+    message = message.replace("overwrite=True (--overwrite)", "--overwrite")
     return message.replace("overwrite=True", "--overwrite").replace("choose another directory",
                                                                        "choose another --out")
 

@@ -438,7 +438,7 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-BASELINE_FLAGS = {"num_test": "--test-size", "num_timesteps": "--timesteps", "eval_every": "--eval-every",
+BASELINE_FLAGS = {"out": "--out", "num_test": "--test-size", "num_timesteps": "--timesteps", "eval_every": "--eval-every",
                   "time_budget_seconds": "--minutes", "action_scale": "--action-scale", "seed": "--seed",
                   "hyperparameters": "--set", "algo": "--algo", "num_envs": "--set num_envs",
                   "batch_size": "--set batch_size", "unroll_length": "--set unroll_length",

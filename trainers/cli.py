@@ -31,7 +31,7 @@ FIELD_FLAGS = {"num_train": "--train-size", "num_test": "--test-size", "batch_si
                "clip_threshold": "--clip-threshold", "truncate_every": "--truncate-every",
                "es_population": "--es-population", "es_noise": "--es-noise", "seed": "--seed",
                "optimizer": "--optimizer", "clip": "--clip", "strategy": "--strategy", "task": "task",
-               "minutes": "--minutes", **ENV_FLAGS}
+               "minutes": "--minutes", "out": "--out", **ENV_FLAGS}
 """TrainConfig fields (and environment parameters) and the flags of ``diffenvs-train`` that set them."""
 NAME_LABELS = {"learning_rate": "lr", "optimizer": "optimizer-", "clip_threshold": "threshold",
                "num_train": "train", "num_test": "test", "batch_size": "batch", "es_noise": "noise",
@@ -47,6 +47,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if (action.required or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+                or action.default == []
                 or "default" in text
                 or isinstance(action, argparse._HelpAction)):
             return text
@@ -55,18 +56,25 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def flag_message(message: str, flags: dict[str, str] | None = None) -> str:
     """``message`` (a library ValueError) with parameter names replaced by the command-line flags that
-    set them (``flags``, default :data:`FIELD_FLAGS`): "learning_rate must be ..." -> "--lr must be ..."."""
+    set them (``flags``, default :data:`FIELD_FLAGS`): "learning_rate must be ..." -> "--lr must be ...".
+
+    The leading name is replaced when it is a key of ``flags``; further names only when they contain an
+    underscore (plain words such as "epochs" also occur as prose)."""
     flags = FIELD_FLAGS if flags is None else flags
-    message = re.sub(r"^es: population\b", "--es-population (or es:P)", message)
-    message = re.sub(r"^es: noise\b", "--es-noise", message)
-    message = re.sub(r"^truncated: every\b", "--truncate-every (or truncated:K)", message)
-    message = re.sub(r"^out: ", "--out: ", message)
-    first = re.match(r"^(\w+)(?=( must|:| needs| =))", message)
-    if first and first.group(1) in flags:
+    for pattern, flag in ((r"^es: population\b", "--es-population (or es:P)"), (r"^es: noise\b", "--es-noise"),
+                          (r"^truncated: every\b", "--truncate-every (or truncated:K)")):
+        message = re.sub(pattern, flag, message)
+    names = sorted(flags, key=len, reverse=True)
+    start = 0
+    first = re.match("(" + "|".join(map(re.escape, names)) + r")(?=[\s:=]|$)", message)
+    if first:
         message = flags[first.group(1)] + message[first.end():]
-    for name, flag in flags.items():
-        if "_" in name:
-            message = re.sub(rf"(?<![\w-]){name}(?=\W|$)", flag, message)
+        start = len(flags[first.group(1)])
+    compound = [re.escape(name) for name in names if "_" in name]
+    if compound:
+        rest = re.sub(r"(?<![\w-])(" + "|".join(compound) + r")(?!\w)", lambda match: flags[match.group(1)],
+                      message[start:])
+        message = message[:start] + rest
     message = message.replace("overwrite=True (--overwrite)", "--overwrite")
     return message.replace("overwrite=True", "--overwrite").replace("choose another directory",
                                                                        "choose another --out")
@@ -237,6 +245,19 @@ def _check_out_path(out: Path) -> str | None:
     return None
 
 
+def check_file_path(flag: str, path: Path | None) -> str | None:
+    """Why ``path`` (a file to write, given by ``flag``) cannot be written: a directory, or under a
+    file; None if it can be tried."""
+    if path is None:
+        return None
+    if path.is_dir():
+        return f"{flag}: {path} is a directory; give a file name"
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            return f"{flag}: {path} cannot be written, its parent {parent} is a file"
+    return None
+
+
 def _checkpoint_epoch(out: Path) -> int | None:
     """The epoch of ``out``'s checkpoint, None without one; ValueError if it cannot be read."""
     import numpy as np
@@ -334,7 +355,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-PLOT_FLAGS = {"last": "--last", "reach": "--reach", "smooth": "--smooth", "x": "--x", "run_dirs": "RUNS",
+PLOT_FLAGS = {"out": "--out", "last": "--last", "reach": "--reach", "smooth": "--smooth", "x": "--x", "run_dirs": "RUNS",
               "paths": "RUNS", "task": "--study"}
 """Argument names of the plotting functions and the flags of ``diffenvs-plot`` that set them."""
 
@@ -369,10 +390,10 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smooth is not None and args.smooth < 1:
         parser.error(f"--smooth must be an integer >= 1, got {args.smooth}")
-    for path in [args.out, args.table]:
-        if path is not None and path.is_dir():
-            flag = "--out" if path is args.out else "--table"
-            parser.error(f"{flag}: {path} is a directory; give a file name")
+    for flag, path in (("--out", args.out), ("--table", args.table)):
+        problem = check_file_path(flag, path)
+        if problem:
+            parser.error(problem)
     from trainers.plotting import plot_runs, plot_study, summary_table
     try:
         if args.study is not None:
@@ -399,3 +420,39 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         parser.error(f"--out/--table: cannot write {error.filename or ''}: {error.strerror or error}")
     return 0
+
+
+SWEEP_FLAGS = {"name": "--tasks: name", "tasks": "--tasks", "level": "--levels", "levels": "--levels",
+               "strategies": "--strategies", "clips": "--clips", "seeds": "--seeds", "part": "--part",
+               "max_group": "--max-group", "options/vary": "--set/--vary", "spec": "the grid"}
+"""Names in the messages of :mod:`trainers.sweep` and the flags of ``diffenvs-sweep`` that set them."""
+
+
+def sweep_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``diffenvs-sweep``: :func:`trainers.sweep.main` with defaults shown once in --help,
+    OUT checked first, and a one-line error (no traceback) when a file cannot be written."""
+    from trainers import sweep
+    parser = sweep._parser()
+    parser.formatter_class = HelpFormatter
+    args = parser.parse_args(argv)
+    problem = _check_out_path(args.out)
+    if problem:
+        parser.error(problem.replace("--out: ", "OUT: ").replace("choose another --out", "choose another OUT"))
+    problem = check_file_path("--export", args.export)
+    if problem:
+        parser.error(problem)
+    if args.export is None and args.import_ is None and not args.merge:
+        try:                                # the checks of sweep.main, with messages naming the flags
+            spec = sweep._spec_from_args(args)
+            sweep.plan(spec, args.out, part=args.part, max_group=args.max_group,
+                       split_combined=not args.no_split_combined)
+        except ValueError as error:
+            parser.error(flag_message(str(error), SWEEP_FLAGS))
+    try:
+        return sweep.main(argv)
+    except OSError as error:
+        parser.error(f"cannot write {error.filename or 'a file'}: {error.strerror or error}")
+    except KeyboardInterrupt:
+        print(f"\ndiffenvs-sweep: interrupted; run the same command again to resume (finished runs are skipped, "
+              f"the others resume from their checkpoints in {args.out})", file=sys.stderr)
+        return 130

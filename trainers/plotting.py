@@ -473,6 +473,8 @@ def plot_study(paths: Sequence[str | Path], task: str, out: str | Path, *, smoot
         panel.set_yscale("log")
         description = level_description({"task": name, "env_params": {parameter: level}})
         panel.set_title(description + ("" if curves else " (no runs)"), fontsize=10)
+        if x == "env_steps":
+            panel.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         panel.set_xlabel(X_LABELS[x])
         panel.set_ylabel("test loss")
         panel.grid(True, which="both", alpha=0.3)

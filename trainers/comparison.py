@@ -308,8 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         parser.error(f"--out/--archive: cannot write {error.filename or ''}: {error.strerror or error}")
     except KeyboardInterrupt:
-        print(f"\ndiffenvs-compare: interrupted; run the same command again to continue (finished runs are "
-              f"skipped)", file=sys.stderr)
+        print("\ndiffenvs-compare: interrupted; run the same command again to continue (finished runs are "
+              "skipped)", file=sys.stderr)
         return 130
     print(markdown_table(rows), end="")
     try:

@@ -10,16 +10,14 @@ import argparse
 import dataclasses
 import re
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from diffenvs.registry import ALIASES, canonical_name
+from trainers.strategies import strategy_names
 from trainers.training import CLIP_MODES, OPTIMIZERS
 
 TASKS = ("cartpole", "guidance", "quantum")
-STRATEGY_SPELLINGS = ("bptt", "modified", "network_only", "one_step", "combined", "truncated:K", "es", "es:P")
-"""What ``--strategy`` accepts: the sweep's spellings (K: steps between cuts, P: even population)."""
 LEVEL_FLAGS = {"cartpole": ("--poles", "num_poles", "poles"), "guidance": ("--rc", "regularization", "rc"),
                "quantum": ("--target", "target_state", "target")}
 """Per task: the flag of its complexity level, the environment parameter it sets, its run-name label."""
@@ -101,8 +99,9 @@ def _train_parser() -> argparse.ArgumentParser:
                        help="cart-pole: score only the final state (the study's) or every step (default: final)")
     method = parser.add_argument_group("gradient strategy and optimisation")
     method.add_argument("--strategy", default="combined", metavar="STRATEGY",
-                        help=f"gradient strategy: one of {', '.join(STRATEGY_SPELLINGS)} (K: steps between "
-                             "cuts of truncated BPTT; P: even population of es)")
+                        help=f"gradient strategy: one of {', '.join(strategy_names())}; options as NAME:VALUE "
+                             "(truncated:10 cuts every 10 steps, es:64 uses 64 perturbations) or "
+                             "NAME:key=value,key=value (see docs/trainers.md)")
     method.add_argument("--truncate-every", type=int, default=None,
                         help="truncated: steps between cuts (the same as --strategy truncated:K)")
     method.add_argument("--es-population", type=int, default=None,
@@ -134,6 +133,8 @@ def _train_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="require an existing run directory to resume (resuming is automatic otherwise)")
     run.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
+    run.add_argument("--wait", action="store_true",
+                     help="if another process is training the run in --out, wait for it instead of exiting")
     run.add_argument("--no-plot", action="store_true", help="do not write test_loss.png")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -174,9 +175,6 @@ def _strategy_fields(args: argparse.Namespace) -> dict[str, Any]:
     """TrainConfig fields of ``--strategy`` (the sweep's spellings) with --truncate-every, --es-population
     and --es-noise; ValueError naming the flag on a bad or contradictory value."""
     from trainers.sweep import _parse_strategy
-    name = args.strategy.partition(":")[0]
-    if name not in {spelling.partition(":")[0] for spelling in STRATEGY_SPELLINGS}:
-        raise ValueError(f"--strategy must be one of {', '.join(STRATEGY_SPELLINGS)}, got {args.strategy!r}")
     try:
         fields = _parse_strategy(args.strategy)
     except ValueError as error:
@@ -260,17 +258,11 @@ def check_file_path(flag: str, path: Path | None) -> str | None:
 
 def _checkpoint_epoch(out: Path) -> int | None:
     """The epoch of ``out``'s checkpoint, None without one; ValueError if it cannot be read."""
-    import numpy as np
     from trainers import rundir
-    path = out / rundir.CHECKPOINT_FILE
-    if not path.exists():
-        return None
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return int(archive["epoch"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise ValueError(f"--out: {path} cannot be read ({error}); pass --overwrite to start the run again, "
-                         f"or choose another --out") from None
+        return rundir.checkpoint_epoch(out)
+    except (OSError, rundir.RunDirError) as error:
+        raise ValueError(f"--out: {error}; or pass --overwrite to start the run again") from None
 
 
 def _existing_run(out: Path, record: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
@@ -295,6 +287,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser = _train_parser()
     args = parser.parse_args(argv)
     from trainers.checks import check_finite_positive
+    from trainers.rundir import RunDirBusyError
     from trainers.training import NonFiniteError, TrainConfig, train
     try:
         env_params = canonical_env_params(args.task, _env_params(args))
@@ -334,7 +327,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         print(f"diffenvs-train: {args.task} {config.env_params} strategy={args.strategy} "
               f"clip={config.clip} epochs={config.epochs} -> {out}", flush=True)
     try:
-        result = train(config, out=out, quiet=args.quiet, overwrite=args.overwrite, minutes=args.minutes)
+        result = train(config, out=out, quiet=args.quiet, overwrite=args.overwrite, minutes=args.minutes,
+                       wait=args.wait)
+    except RunDirBusyError as error:
+        print(f"diffenvs-train: {error}", file=sys.stderr)
+        return 4
     except NonFiniteError as error:
         print(f"diffenvs-train: {error}", file=sys.stderr)
         return 3

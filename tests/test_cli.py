@@ -115,10 +115,11 @@ def test_out_errors_name_the_flag_without_a_traceback(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, start", [
-    (["--strategy", "foo"], "--strategy must be one of bptt, modified, network_only, one_step, combined, "
-                            "truncated:K, es, es:P, got 'foo'"),
+    (["--strategy", "foo"], "--strategy must be one of ['bptt', 'combined', 'modified', 'network_only', "
+                            "'one_step'"),
+    (["--strategy", "es:size=2"], "--strategy: es has no option 'size'; allowed: ['noise', 'population']"),
     (["--strategy", "truncated"], "--strategy truncated needs the steps between cuts"),
-    (["--strategy", "truncated:x"], "--strategy: 'truncated:K' needs an integer K >= 1"),
+    (["--strategy", "truncated:x"], "--truncate-every (or truncated:K) must be an integer >= 1, got 'x'"),
     (["--strategy", "truncated:0"], "--truncate-every (or truncated:K) must be an integer >= 1, got 0"),
     (["--strategy", "es:3"], "--es-population (or es:P) must be an even integer >= 2, got 3"),
     (["--strategy", "bptt", "--truncate-every", "3"], "--truncate-every applies to --strategy truncated"),

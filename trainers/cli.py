@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from diffenvs.registry import ALIASES, canonical_name
 from trainers.strategies import strategy_names
-from trainers.training import CLIP_MODES, OPTIMIZERS
+from trainers.training import CLIP_MODES, OPTIMIZERS, PRECISIONS
 
 TASKS = ("cartpole", "guidance", "quantum")
 LEVEL_FLAGS = {"cartpole": ("--poles", "num_poles", "poles"), "guidance": ("--rc", "regularization", "rc"),
@@ -34,7 +34,7 @@ FIELD_FLAGS = {"num_train": "--train-size", "num_test": "--test-size", "batch_si
 NAME_LABELS = {"learning_rate": "lr", "optimizer": "optimizer-", "clip_threshold": "threshold",
                "num_train": "train", "num_test": "test", "batch_size": "batch", "es_noise": "noise",
                "checkpoint_every": "checkpoint", "num_drivers": "drivers", "num_evaders": "evaders",
-               "loss_mode": "loss-"}
+               "loss_mode": "loss-", "precision": ""}
 """Labels of the options that appear in a default run-directory name when they differ from the default."""
 
 
@@ -110,6 +110,8 @@ def _train_parser() -> argparse.ArgumentParser:
     method.add_argument("--optimizer", choices=sorted(OPTIMIZERS),
                         default="adam", help="optimizer")
     method.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    method.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="floating-point precision of the environment, network, optimizer and metrics")
     method.add_argument("--clip", choices=CLIP_MODES, default="none",
                         help="clip the update by value or by global norm before the optimizer")
     method.add_argument("--clip-threshold", type=float, default=1.0, help="clipping threshold")
@@ -179,7 +181,8 @@ def _strategy_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields = _parse_strategy(args.strategy)
     except ValueError as error:
         message = str(error).replace("strategies: each must be one of", "--strategy must be one of")
-        raise ValueError(re.sub(r"^strategies: ", "--strategy: ", message)) from None
+        message = re.sub(r"^strategies: (strategy: |strategy (?=must))?", "--strategy: ", message)
+        raise ValueError(message.replace("--strategy: must", "--strategy must")) from None
     strategy = fields["strategy"]
     if args.truncate_every is not None:
         if strategy != "truncated":
@@ -226,10 +229,14 @@ def default_run_dir(config: Any) -> Path:
     for name, value in sorted(env_params.items()):
         if value != env_defaults.get(name):
             parts.append(f"{NAME_LABELS.get(name, name)}{_format_number(value)}")
-    skipped = {"task", "env_params", "strategy", "clip", "seed", "epochs", "truncate_every", "es_population"}
+    for name, value in sorted(config.strategy_options.items()):
+        parts.append(f"{name}{_format_number(value)}")
+    skipped = {"task", "env_params", "strategy", "clip", "seed", "epochs", "truncate_every", "es_population",
+               "strategy_options"}
+    defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
         value = getattr(config, field.name)
-        if field.name not in skipped and value != field.default:
+        if field.name not in skipped and value != getattr(defaults, field.name):
             parts.append(f"{NAME_LABELS.get(field.name, field.name)}{_format_number(value)}")
     return Path("runs") / "-".join(parts)
 
@@ -295,7 +302,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                              optimizer=args.optimizer, learning_rate=args.lr, clip=args.clip,
                              clip_threshold=args.clip_threshold, num_train=args.train_size,
                              num_test=args.test_size, batch_size=args.batch_size, epochs=args.epochs,
-                             seed=args.seed, checkpoint_every=args.checkpoint_every)
+                             seed=args.seed, checkpoint_every=args.checkpoint_every, precision=args.precision)
         config.make_env()
         if args.minutes is not None:
             check_finite_positive("--minutes", args.minutes)
@@ -432,6 +439,11 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     parser = sweep._parser()
     parser.formatter_class = HelpFormatter
     args = parser.parse_args(argv)
+    if args.devices is not None:              # before jax starts: CPU host devices are fixed then
+        try:
+            sweep.request_host_devices(args.devices)
+        except ValueError as error:
+            parser.error(f"--{error}")
     problem = _check_out_path(args.out)
     if problem:
         parser.error(problem.replace("--out: ", "OUT: ").replace("choose another --out", "choose another OUT"))

@@ -33,7 +33,7 @@ from diffenvs.registry import canonical_name
 from trainers import rundir
 from trainers.config import CLIP_MODES, TrainConfig, strategy_fields
 from trainers.engine import (
-    GATED_STRATEGIES, Member, group_key, program_for, train_members,
+    GATED_STRATEGIES, Member, group_key, program_for, request_host_devices, train_members,
 )
 from trainers.presets import COMPLEXITY_LEVELS, study_preset
 from trainers.strategies import Strategy, strategy_names
@@ -275,14 +275,16 @@ class SweepResult(NamedTuple):
 
 
 def train_group(group: Group, *, overwrite: bool = False, quiet: bool = True,
-                callback: Callable[[Run, dict[str, float]], None] | None = None) -> list[RunStatus]:
+                callback: Callable[[Run, dict[str, float]], None] | None = None,
+                devices: int | None = None) -> list[RunStatus]:
     """Train the unfinished runs of a group together (resuming from checkpoints); returns each run's
     status. This is the unit of work that executors distribute.
 
     A run that hits a non-finite value gets ``failed.json`` and keeps its last good checkpoint while
     the others go on; it is skipped afterwards (``overwrite`` starts it afresh). The group's run
     directories are locked while it trains (all or none); a group that another process holds raises
-    :class:`~trainers.rundir.RunDirBusyError`.
+    :class:`~trainers.rundir.RunDirBusyError`. ``devices``: split the group's runs over this many local
+    devices (None: all of them; see :func:`trainers.engine.group_devices`).
     """
     locks = rundir.lock_all([run.run_dir for run in group.runs])
     if locks is None:
@@ -290,7 +292,7 @@ def train_group(group: Group, *, overwrite: bool = False, quiet: bool = True,
         raise rundir.RunDirBusyError(f"a group of {len(group.runs)} runs is being trained by another process "
                                      f"({busy} is locked)")
     try:
-        return _train_claimed_group(group, overwrite, quiet, callback)
+        return _train_claimed_group(group, overwrite, quiet, callback, devices)
     finally:
         for held in locks:
             held.release()
@@ -304,7 +306,8 @@ def _free(run_dir: Path) -> bool:
 
 
 def _train_claimed_group(group: Group, overwrite: bool, quiet: bool,
-                         callback: Callable[[Run, dict[str, float]], None] | None) -> list[RunStatus]:
+                         callback: Callable[[Run, dict[str, float]], None] | None,
+                         devices: int | None) -> list[RunStatus]:
     statuses: dict[str, RunStatus] = {}
     members = []
     for run in group.runs:
@@ -327,7 +330,7 @@ def _train_claimed_group(group: Group, overwrite: bool, quiet: bool,
         config = members[0].config
         outcomes = train_members(
             program, [Member(run.config, run.run_dir, run.name, config_record(run.config)) for run in members],
-            overwrite=overwrite, quiet=quiet, where="out_root", on_failure=failed,
+            overwrite=overwrite, quiet=quiet, where="out_root", on_failure=failed, devices=devices,
             description=f"{config.task} {config.env_params}: {len(members)} runs",
             callback=None if callback is None else lambda index, row: callback(members[index], row))
         for run, outcome in zip(members, outcomes):
@@ -338,7 +341,8 @@ def _train_claimed_group(group: Group, overwrite: bool, quiet: bool,
 
 def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | str = (1, 1),
               max_group: int | None = None, split_combined: bool = True, overwrite: bool = False, quiet: bool = False,
-              callback: Callable[[Run, dict[str, float]], None] | None = None) -> SweepResult:
+              callback: Callable[[Run, dict[str, float]], None] | None = None,
+              devices: int | None = None) -> SweepResult:
     """Train part ``I/N`` of the grid ``spec`` into run directories under ``out_root``.
 
     Several processes may run the same sweep on the same ``out_root`` at once: each group is trained by
@@ -348,7 +352,8 @@ def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | 
     non-finite value are marked with ``failed.json`` and skipped afterwards (``overwrite=True`` starts
     every run of the part afresh). ``callback(run, row)`` is called after each run's epoch is recorded
     (and checkpointed when due); raising from it stops the sweep. ``max_group`` bounds the runs per
-    vmapped program (memory); ``split_combined`` see :func:`plan`.
+    vmapped program (memory); ``split_combined`` see :func:`plan`. ``devices``: split each group's runs
+    over this many local devices (None: all).
     """
     started = time.perf_counter()
     groups = plan(spec, out_root, part=part, max_group=max_group, split_combined=split_combined)
@@ -358,7 +363,8 @@ def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | 
         deferred = []
         for group in pending:
             try:
-                statuses += train_group(group, overwrite=overwrite, quiet=quiet, callback=callback)
+                statuses += train_group(group, overwrite=overwrite, quiet=quiet, callback=callback,
+                                        devices=devices)
             except rundir.RunDirBusyError:
                 deferred.append(group)
         if len(deferred) == len(pending):
@@ -411,6 +417,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="vary a TrainConfig field over comma-separated JSON values, e.g. learning_rate=1e-3,1e-4")
     parser.add_argument("--part", default="1/1", help="train part I of N (disjoint parts covering the grid)")
     parser.add_argument("--max-group", type=int, default=None, help="at most this many runs per vmapped program")
+    parser.add_argument("--devices", type=int, default=None,
+                        help="split each group's runs over N local devices (GPUs, TPU cores; on a CPU-only "
+                             "machine N host devices, one per core is a good choice); default: all devices")
+    parser.add_argument("--precision", choices=("float32", "float64"), default=None,
+                        help="floating-point precision of every run (default: float32)")
     parser.add_argument("--no-split-combined", action="store_true",
                         help="train combined runs in the same program as the other gated strategies "
                              "(by default they form their own groups, which is faster)")
@@ -439,6 +450,8 @@ def _spec_from_args(args: argparse.Namespace) -> SweepSpec:
         options["epochs"] = args.epochs
     if args.checkpoint_every is not None:
         options["checkpoint_every"] = args.checkpoint_every
+    if args.precision is not None:
+        options["precision"] = args.precision
     vary = {}
     for text in args.vary:
         name, value = _parse_assignment(text, "--vary")
@@ -460,6 +473,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-sweep``."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.devices is not None:
+        try:
+            request_host_devices(args.devices)
+        except ValueError as error:
+            parser.error(f"--{error}")
     if args.merge and args.export is None:
         parser.error("--merge applies to --export")
     if args.export is not None or args.import_ is not None:
@@ -493,7 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         result = run_sweep(spec, args.out, part=args.part, max_group=args.max_group,
-                           split_combined=not args.no_split_combined, overwrite=args.overwrite, quiet=args.quiet)
+                           split_combined=not args.no_split_combined, overwrite=args.overwrite, quiet=args.quiet,
+                           devices=args.devices)
     except ValueError as error:
         parser.error(str(error))
     counts = {status: sum(1 for s in result.runs if s.status == status) for status in ("trained", "finished", "failed")}

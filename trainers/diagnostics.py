@@ -128,8 +128,9 @@ def lyapunov_exponent(problem: Problem, params: Any, initial_states: EnvState, s
     """Finite-time largest Lyapunov exponent of the closed loop from each initial state, shape (batch,).
 
     The map is x_{t+1} = S(x_t, N(x_t; θ)); its state Jacobian J_t = A_t + B_t K_t takes both paths
-    (A_t = ∂S/∂x, B_t = ∂S/∂c, K_t = ∂N/∂x). A random unit tangent vector per instance (from ``key``,
-    default PRNGKey(0)) is pushed forward with ``jax.jvp`` and renormalised after every step; the
+    (A_t = ∂S/∂x, B_t = ∂S/∂c, K_t = ∂N/∂x). A random unit tangent vector per instance (v_0 =
+    ``jax.random.normal(key, physics.shape)`` normalised per instance, ``key`` default PRNGKey(0)) is
+    pushed forward with ``jax.jvp`` and renormalised after every step; the
     result is the mean over ``steps`` steps (default: the episode) of the log of its growth, i.e.
     (1/T) log ‖J_{T-1} ⋯ J_0 v_0‖, in natural-log units **per step** (divide by :func:`time_step` for
     per unit of time). It tends to the largest exponent as T grows, for almost every v_0. Positive:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -210,6 +211,27 @@ def diagnosis_horizons(num_steps: int, count: int) -> tuple[int, ...]:
     return tuple(sorted(set(spaced + quarters)))
 
 
+def _diagnose_problem(problem: Problem, params: Any, batch: EnvState, key: Array, horizons: int) -> dict[str, Any]:
+    """The diagnostics of ``params`` on ``batch``: horizons, losses, gradient norms, exponents, spread."""
+    chosen = diagnosis_horizons(problem.num_steps, horizons)
+    losses, gradients = jax.jit(lambda p, s: horizon_gradients(problem, p, s, chosen))(params, batch)
+    lyapunov = jax.jit(lambda p, s: lyapunov_exponent(problem, p, s, key=key))(params, batch)
+    variance = jax.jit(lambda p, s: per_episode_gradient_variance(problem, p, s))(params, batch)
+    return {"num_steps": problem.num_steps, "dt": time_step(problem), "horizons": np.asarray(chosen),
+            "losses": np.asarray(losses), "gradient_norms": np.asarray(_norms(gradients)),
+            "lyapunov": np.asarray(lyapunov), "episode_spread": math.sqrt(float(variance))}
+
+
+def _training_batch(problem: Problem, seed: int, num_train: int, states: int) -> tuple[Array, Array, EnvState]:
+    """(init key, tangent key, the first ``states`` training states) of the run with ``seed``."""
+    from trainers.training import initial_states
+
+    key = jax.random.PRNGKey(seed)
+    train_key, _, init_key, _ = jax.random.split(key, 4)   # the split of trainers.training.train
+    batch = jax.tree.map(lambda x: x[:states], initial_states(problem.env, train_key, num_train))
+    return init_key, jax.random.fold_in(key, 1), batch
+
+
 def diagnose(task: str, level: Any, *, seed: int = 0, states: int = 32, horizons: int = 20,
              num_steps: int | None = None) -> dict[str, Any]:
     """All diagnostics of one task and complexity level at a study run's initial parameters.
@@ -218,27 +240,55 @@ def diagnose(task: str, level: Any, *, seed: int = 0, states: int = 32, horizons
     the states the first ``states`` of its training set. Returns a dict: ``horizons``, ``losses`` and
     ``gradient_norms`` (arrays over the horizons), ``lyapunov`` (per state, per step), ``dt``,
     ``episode_spread`` (square root of :func:`per_episode_gradient_variance` at the full horizon) and
-    the identifying fields ``task``, ``level``, ``parameter``, ``num_steps``.
+    the identifying fields ``task``, ``level``, ``parameter``, ``num_steps``, ``label``.
     """
     from trainers.presets import COMPLEXITY_LEVELS, study_preset
-    from trainers.training import initial_states
 
     config = study_preset(task, level, seed=seed,
                           **({"env_params": {"num_steps": num_steps}} if num_steps is not None else {}))
     problem = config.make_problem()
-    key = jax.random.PRNGKey(seed)
-    train_key, _, init_key, _ = jax.random.split(key, 4)   # the split of trainers.training.train
-    params = problem.controller.init(init_key)
-    batch = jax.tree.map(lambda x: x[:states], initial_states(problem.env, train_key, config.num_train))
-    chosen = diagnosis_horizons(problem.num_steps, horizons)
-    losses, gradients = jax.jit(lambda p, s: horizon_gradients(problem, p, s, chosen))(params, batch)
-    lyapunov = jax.jit(lambda p, s: lyapunov_exponent(problem, p, s, key=jax.random.fold_in(key, 1)))(
-        params, batch)
-    variance = jax.jit(lambda p, s: per_episode_gradient_variance(problem, p, s))(params, batch)
-    return {"task": config.task, "level": level, "parameter": COMPLEXITY_LEVELS[config.task][0],
-            "num_steps": problem.num_steps, "dt": time_step(problem), "horizons": np.asarray(chosen),
-            "losses": np.asarray(losses), "gradient_norms": np.asarray(_norms(gradients)),
-            "lyapunov": np.asarray(lyapunov), "episode_spread": math.sqrt(float(variance))}
+    init_key, tangent_key, batch = _training_batch(problem, seed, config.num_train, states)
+    parameter = COMPLEXITY_LEVELS[config.task][0]
+    result = _diagnose_problem(problem, problem.controller.init(init_key), batch, tangent_key, horizons)
+    return {"task": config.task, "level": level, "parameter": parameter,
+            "label": f"{parameter}={level}", **result}
+
+
+def diagnose_run(run_dir: str | Path, *, states: int = 32, horizons: int = 20) -> dict[str, Any]:
+    """The diagnostics of :func:`diagnose` at the parameters of a run directory's checkpoint.
+
+    The run's ``config.json`` gives the task, environment and seed (the states are the first
+    ``states`` of its training set); runs with a custom controller, optimizer object or strategy are
+    refused (their parameters cannot be rebuilt from the configuration). The result also holds
+    ``epoch`` (the checkpoint's) and ``strategy``.
+    """
+    from trainers import rundir
+    from trainers.presets import COMPLEXITY_LEVELS
+    from trainers.training import TrainConfig, TrainState
+
+    run_dir = Path(run_dir)
+    record = rundir.read_config(run_dir)
+    if record is None:
+        raise ValueError(f"run directory {run_dir} holds no config.json")
+    if record.get("controller") == "custom" or record.get("optimizer_object") == "custom" \
+            or str(record.get("strategy", "")).startswith("custom:"):
+        raise ValueError(f"run directory {run_dir} was trained with a custom controller, optimizer or strategy; "
+                         f"only runs of the named ones can be diagnosed")
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{name: value for name, value in record.items() if name in names})
+    problem = config.make_problem()
+    init_key, tangent_key, batch = _training_batch(problem, config.seed, config.num_train, states)
+    initial = problem.controller.init(init_key)
+    template = TrainState(initial, config.make_optimizer().init(initial), jax.random.PRNGKey(0))
+    loaded = rundir.load_checkpoint(run_dir, template)
+    if loaded is None:
+        raise ValueError(f"run directory {run_dir} holds no checkpoint.npz")
+    epoch, state = loaded
+    parameter = COMPLEXITY_LEVELS[problem.env.name][0]
+    level = getattr(problem.env_params, parameter)
+    result = _diagnose_problem(problem, state.params, batch, tangent_key, horizons)
+    return {"task": problem.env.name, "level": level, "parameter": parameter, "epoch": epoch,
+            "strategy": config.strategy, "label": f"{parameter}={level} {config.strategy} epoch {epoch}", **result}
 
 
 def _format(value: float) -> str:
@@ -258,7 +308,7 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         lyapunov, dt = result["lyapunov"], result["dt"]
         mean = float(np.mean(lyapunov))
         rows.append({
-            "task": result["task"], "level": f"{result['parameter']}={result['level']}", "steps": n,
+            "task": result["task"], "level": result["label"], "steps": n,
             "‖g‖ H=1": _norm_at(result, 1), "‖g‖ H=N/4": _norm_at(result, max(1, n // 4)),
             "‖g‖ H=N/2": half, "‖g‖ H=N": full,
             "growth N/2→N": full / half if half > 0 else math.inf,
@@ -281,7 +331,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def write_csv(results: Sequence[dict[str, Any]], path: Path) -> Path:
     """One row per task, level and horizon: loss and gradient norm, with the level's Lyapunov summary."""
-    columns = ["task", "parameter", "level", "num_steps", "dt", "horizon", "loss", "gradient_norm",
+    columns = ["task", "parameter", "level", "label", "num_steps", "dt", "horizon", "loss", "gradient_norm",
                "lyapunov_mean_per_step", "lyapunov_std_per_step", "lyapunov_max_per_step",
                "lyapunov_mean_per_time", "episode_spread", "states"]
     with open(path, "w", newline="") as handle:
@@ -292,7 +342,7 @@ def write_csv(results: Sequence[dict[str, Any]], path: Path) -> Path:
             summary = [float(np.mean(lyapunov)), float(np.std(lyapunov)), float(np.max(lyapunov)),
                        float(np.mean(lyapunov)) / dt if dt else math.nan, r["episode_spread"], lyapunov.size]
             for horizon, loss, norm in zip(r["horizons"], r["losses"], r["gradient_norms"]):
-                writer.writerow([r["task"], r["parameter"], r["level"], r["num_steps"], dt, int(horizon),
+                writer.writerow([r["task"], r["parameter"], r["level"], r["label"], r["num_steps"], dt, int(horizon),
                                  float(loss), float(norm), *summary])
     return path
 
@@ -308,7 +358,7 @@ def plot_gradient_norms(results: Sequence[dict[str, Any]], path: Path) -> Path:
     for axis, task in zip(axes[0], tasks):
         for r in (r for r in results if r["task"] == task):
             norms = np.where(r["gradient_norms"] > 0, r["gradient_norms"], np.nan)
-            axis.plot(r["horizons"], norms, marker=".", label=f"{r['parameter']}={r['level']}")
+            axis.plot(r["horizons"], norms, marker=".", label=r["label"])
         axis.set_yscale("log")
         axis.set_title(task)
         axis.set_xlabel("horizon H (steps)")
@@ -342,26 +392,41 @@ def _parse_levels(items: Sequence[str] | None, tasks: Sequence[str]) -> dict[str
             task, equals, values = item.partition("=")
             if not equals or task not in tasks:
                 raise ValueError(f"--levels: {item!r} must be TASK=L1,L2,... with TASK one of --tasks {list(tasks)}")
-            given[task] = [value(v) for v in values.split(",") if v != ""]
+            given[task] = [_study_value(task, value(v)) for v in values.split(",") if v != ""]
         return {**levels, **given}
     if len(tasks) != 1:
         raise ValueError(f"--levels: with several tasks {list(tasks)} give TASK=L1,L2,... per task, got {list(items)}")
-    return {tasks[0]: [value(item) for item in items]}
+    return {tasks[0]: [_study_value(tasks[0], value(item)) for item in items]}
+
+
+def _study_value(task: str, level: Any) -> Any:
+    """The study's spelling of ``level`` (1 -> 1.0 for rc), or ``level`` itself when it is not one of them."""
+    from diffenvs.registry import canonical_name
+    from trainers.presets import COMPLEXITY_LEVELS
+
+    if isinstance(level, bool):
+        return level
+    return next((study for study in COMPLEXITY_LEVELS[canonical_name(task)][1] if study == level), level)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffenvs-diagnose",
-        description="At a study run's initial parameters, for each task and complexity level: the norm of the "
-                    "gradient of the loss of the first H steps against the horizon H, the largest Lyapunov "
-                    "exponent of the closed loop and the spread of the per-episode gradients. Prints a "
-                    "table and writes OUT/diagnostics.png, OUT/diagnostics.csv and OUT/diagnostics.md.",
+        description="At a study run's initial parameters (or at the checkpoints of --runs), for each task and "
+                    "complexity level: the norm of the gradient of the loss of the first H steps against the "
+                    "horizon H, the largest Lyapunov exponent of the closed loop and the spread of the "
+                    "per-episode gradients. Prints a table and writes OUT/diagnostics.png, OUT/diagnostics.csv "
+                    "and OUT/diagnostics.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=DEFAULT_TASKS, help="tasks")
+    parser.add_argument("--tasks", nargs="+", default=None, choices=DEFAULT_TASKS,
+                        help=f"tasks (default: {' '.join(DEFAULT_TASKS)})")
     parser.add_argument("--levels", nargs="+", default=None,
                         help="complexity levels (poles, rc, target); for several tasks TASK=L1,L2,...; "
                              "default: the study's levels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the study run whose initial state is used")
+    parser.add_argument("--runs", nargs="+", type=Path, default=None, metavar="RUN_DIR",
+                        help="instead of --tasks/--levels/--seed: the parameters of these run directories' "
+                             "checkpoints (task, level and seed from their config.json)")
     parser.add_argument("--states", type=int, default=32,
                         help=f"initial states (the first of the run's training set, 2..{MAX_STATES})")
     parser.add_argument("--horizons", type=int, default=20, help="about this many horizons per task on the plot")
@@ -382,21 +447,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--horizons must be an integer >= 1, got {args.horizons}")
     if args.num_steps is not None and args.num_steps < 1:
         parser.error(f"--num-steps must be an integer >= 1, got {args.num_steps}")
-    tasks = list(dict.fromkeys(args.tasks))
-    try:
-        levels = _parse_levels(args.levels, tasks)
-        from trainers.presets import study_preset
+    results = []
+    if args.runs is not None:
+        given = [flag for flag, value in (("--tasks", args.tasks), ("--levels", args.levels),
+                                          ("--num-steps", args.num_steps)) if value is not None]
+        if given or args.seed != 0:
+            parser.error(f"--runs takes task, level, seed and episode length from the runs; drop "
+                         f"{', '.join(given + (['--seed'] if args.seed != 0 else []))}")
+        for run_dir in args.runs:
+            print(f"diffenvs-diagnose: {run_dir} ...", flush=True)
+            try:
+                results.append(diagnose_run(run_dir, states=args.states, horizons=args.horizons))
+            except ValueError as error:
+                parser.error(str(error))
+    else:
+        tasks = list(dict.fromkeys(args.tasks or DEFAULT_TASKS))
+        try:
+            levels = _parse_levels(args.levels, tasks)
+            from trainers.presets import study_preset   # imported here: trainers.training may import this module
+            for task in tasks:
+                for level in levels[task]:
+                    study_preset(task, level).make_env()
+        except ValueError as error:
+            parser.error(str(error))
         for task in tasks:
             for level in levels[task]:
-                study_preset(task, level)
-    except ValueError as error:
-        parser.error(str(error))
-    results = []
-    for task in tasks:
-        for level in levels[task]:
-            print(f"diffenvs-diagnose: {task} {level} ...", flush=True)
-            results.append(diagnose(task, level, seed=args.seed, states=args.states, horizons=args.horizons,
-                                    num_steps=args.num_steps))
+                print(f"diffenvs-diagnose: {task} {level} ...", flush=True)
+                results.append(diagnose(task, level, seed=args.seed, states=args.states, horizons=args.horizons,
+                                        num_steps=args.num_steps))
     table = markdown_table(summary_rows(results))
     print(table, end="")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -362,7 +362,7 @@ def plot_gradient_norms(results: Sequence[dict[str, Any]], path: Path) -> Path:
         axis.set_yscale("log")
         axis.set_title(task)
         axis.set_xlabel("horizon H (steps)")
-        axis.set_ylabel("‖∇θ L_H‖ at initialisation")
+        axis.set_ylabel("‖∇θ L_H‖" + ("" if any("epoch" in r for r in results) else " at initialisation"))
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()

@@ -34,7 +34,7 @@ FIELD_FLAGS = {"num_train": "--train-size", "num_test": "--test-size", "batch_si
 NAME_LABELS = {"learning_rate": "lr", "optimizer": "optimizer-", "clip_threshold": "threshold",
                "num_train": "train", "num_test": "test", "batch_size": "batch", "es_noise": "noise",
                "checkpoint_every": "checkpoint", "num_drivers": "drivers", "num_evaders": "evaders",
-               "loss_mode": "loss-", "precision": ""}
+               "loss_mode": "loss-", "precision": "", "gradient_variance": "gradvar"}
 """Labels of the options that appear in a default run-directory name when they differ from the default."""
 
 
@@ -112,6 +112,9 @@ def _train_parser() -> argparse.ArgumentParser:
     method.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     method.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="floating-point precision of the environment, network, optimizer and metrics")
+    method.add_argument("--gradient-variance", action="store_true",
+                        help="also log the variance of the per-episode gradients within each batch (metrics.csv "
+                             "column gradient_variance; about one more backward pass per batch)")
     method.add_argument("--clip", choices=CLIP_MODES, default="none",
                         help="clip the update by value or by global norm before the optimizer")
     method.add_argument("--clip-threshold", type=float, default=1.0, help="clipping threshold")
@@ -237,7 +240,8 @@ def default_run_dir(config: Any) -> Path:
     for field in dataclasses.fields(TrainConfig):
         value = getattr(config, field.name)
         if field.name not in skipped and value != getattr(defaults, field.name):
-            parts.append(f"{NAME_LABELS.get(field.name, field.name)}{_format_number(value)}")
+            shown = "" if value is True else _format_number(value)
+            parts.append(f"{NAME_LABELS.get(field.name, field.name)}{shown}")
     return Path("runs") / "-".join(parts)
 
 
@@ -302,7 +306,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                              optimizer=args.optimizer, learning_rate=args.lr, clip=args.clip,
                              clip_threshold=args.clip_threshold, num_train=args.train_size,
                              num_test=args.test_size, batch_size=args.batch_size, epochs=args.epochs,
-                             seed=args.seed, checkpoint_every=args.checkpoint_every, precision=args.precision)
+                             seed=args.seed, checkpoint_every=args.checkpoint_every, precision=args.precision,
+                             gradient_variance=args.gradient_variance)
         config.make_env()
         if args.minutes is not None:
             check_finite_positive("--minutes", args.minutes)

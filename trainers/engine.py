@@ -41,6 +41,7 @@ import optax
 from diffenvs.core import EnvState, FunctionalEnv
 from trainers import rundir
 from trainers.config import CLIP_MODES, OPTIMIZERS, TrainConfig
+from trainers.diagnostics import per_episode_gradient_variance
 from trainers.networks import Controller
 from trainers.rollout import Problem, rollout_loss
 from trainers.strategies import STUDY_GATES, Strategy, cosine_similarity, gated_fields, sign_agreement
@@ -182,13 +183,15 @@ def clip_update(update: Any, mode: jax.Array, threshold: float) -> Any:
 
 
 def make_group_epoch(problem: Problem, optimizer: optax.GradientTransformation, batch_size: int,
-                     clip_threshold: float, strategy: Strategy | None, fields: int) -> Callable:
+                     clip_threshold: float, strategy: Strategy | None, fields: int,
+                     gradient_variance: bool = False) -> Callable:
     """The jitted group epoch ``(states, data, train_states, test_states, active) -> (states, metrics)``.
 
     Every argument has a leading run axis. ``strategy`` None means a gated group with ``fields`` (1 or 2)
     backward sweeps per run; otherwise every run uses ``strategy`` (stateless or stateful; its
     ``metric_names`` become metrics). ``optimizer`` is the optimizer without clipping (clipping is
-    per-run data). Inactive runs keep their state.
+    per-run data). Inactive runs keep their state. ``gradient_variance`` adds the metric of that name
+    (:func:`trainers.diagnostics.per_episode_gradient_variance` of each batch, averaged).
     """
     extra_names = () if strategy is None else tuple(n for n in strategy.metric_names if n != "cosine")
 
@@ -214,6 +217,8 @@ def make_group_epoch(problem: Problem, optimizer: optax.GradientTransformation, 
             key, step_key = jax.random.split(current.key)
             loss, raw, cosine, extras, strategy_state = direction(current.params, batch, step_key, data,
                                                                   current.strategy_state)
+            if gradient_variance:
+                extras = {**extras, "gradient_variance": per_episode_gradient_variance(problem, current.params, batch)}
             clipped = clip_update(raw, data.clip_mode, clip_threshold)
             updates, optimizer_state = optimizer.update(clipped, current.optimizer_state, current.params)
             params = optax.apply_updates(current.params, updates)
@@ -232,8 +237,9 @@ def group_key(config: TrainConfig, split_combined: bool = True) -> str:
     record = config.to_dict()
     shared = {name: record[name] for name in ("task", "env_params", "num_train", "num_test", "batch_size",
                                                "optimizer", "learning_rate", "clip_threshold")}
-    if "precision" in record:
-        shared["precision"] = record["precision"]
+    for name in ("precision", "gradient_variance"):
+        if name in record:
+            shared[name] = record[name]
     if is_gated(config):
         shared["kind"] = "gated"
         if split_combined:
@@ -285,9 +291,10 @@ def program_for(config: TrainConfig, fields: int, controller: Controller | None 
     optimizer = optimizer or OPTIMIZERS[config.optimizer](config.learning_rate)
     strategy = None if is_gated(config) else config.make_strategy()
     extra = () if strategy is None else tuple(n for n in strategy.metric_names if n not in rundir.METRIC_COLUMNS)
+    extra += ("gradient_variance",) if config.gradient_variance else ()
     program = Program(problem, optimizer, strategy, fields, config.precision, custom_optimizer,
                       make_group_epoch(problem, optimizer, config.batch_size, config.clip_threshold,
-                                       strategy, fields),
+                                       strategy, fields, config.gradient_variance),
                       jax.jit(jax.vmap(lambda params, states: rollout_loss(problem, params, states))),
                       rundir.METRIC_COLUMNS + extra, {})
     if shareable:

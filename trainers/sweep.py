@@ -59,7 +59,7 @@ def _parse_strategy(entry: str | Strategy) -> dict[str, Any]:
     try:
         return strategy_fields(entry)
     except ValueError as error:
-        raise ValueError(f"strategies: {error}") from None
+        raise ValueError(f"strategies: {error}".replace("strategies: strategy must", "strategies: each must")) from None
 
 
 def _non_empty(name: str, values: Any) -> tuple:

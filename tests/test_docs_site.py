@@ -58,3 +58,13 @@ def test_math_and_figures_are_in_the_pages(site: Path):
     results = (site / "results/index.html").read_text()
     assert 'src="../images/results_cartpole.png"' in results
     assert (site / "images/results_cartpole.png").is_file()
+
+
+def test_the_readme_links_to_files_of_this_repository():
+    """README.md is not part of the site, so mkdocs does not check its links: every relative link must
+    name a file of the repository."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    relative = [target for target in targets if "://" not in target]
+    assert relative, "the README links to the documentation pages"
+    missing = [target for target in relative if not (ROOT / target).is_file()]
+    assert not missing, f"README.md links to missing files: {missing}"

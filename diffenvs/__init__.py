@@ -1,11 +1,12 @@
 """diffenvs: differentiable JAX physics control problems.
 
 The three problems of "Stabilizing Backpropagation Through Time to Learn Complex Physics" as pure,
-jit-, vmap- and grad-compatible functional environments, with Gymnasium ids registered on import:
+jit-, vmap- and grad-compatible functional environments, with Gymnasium ids registered on import.
 
->>> import diffenvs, jax
->>> env = diffenvs.make("CartPole", num_poles=2)
->>> state = env.initial(jax.random.PRNGKey(0))
+Examples:
+    >>> import diffenvs, jax
+    >>> env = diffenvs.make("CartPole", num_poles=2)
+    >>> state = env.initial(jax.random.PRNGKey(0))
 
 ``brax_env`` and ``BraxEnv`` (the brax adapter, :mod:`diffenvs.brax_adapter`) are imported lazily on
 first access: importing brax is slow.

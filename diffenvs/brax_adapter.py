@@ -164,6 +164,7 @@ class BraxEnv(Env):
 def brax_env(name: str, *, action_scale: float | None = None, **params: Any) -> BraxEnv:
     """The environment ``name`` (canonical, short or Gymnasium id) as a brax ``Env``.
 
-    >>> env = brax_env("CartPole", num_poles=2, action_scale=10.0)
+    Examples:
+        >>> env = brax_env("CartPole", num_poles=2, action_scale=10.0)
     """
     return BraxEnv(name, action_scale=action_scale, **params)

@@ -1,4 +1,4 @@
-"""Multi-pole cart-pole swing-up (spec section 1).
+"""Multi-pole cart-pole swing-up (equations in docs/physics.md).
 
 Several poles hang from one cart, each on its own hinge; one horizontal force acts on the cart and
 the poles are coupled only through it. The task is to swing every pole up by the end of the episode.
@@ -18,7 +18,7 @@ Starting state:
 Episode end:
     Truncation after ``num_steps`` steps (default 100, dt = horizon / num_steps = 0.01 s).
 
-Quirk (spec 5.5, reproduced): the total mass M = 1.1 (cart plus one pole) whatever the number of
+Quirk 5 of docs/physics.md (reproduced): the total mass M = 1.1 (cart plus one pole) whatever the number of
 poles, and each pole's angular acceleration ignores the other poles.
 """
 
@@ -45,7 +45,7 @@ class CartPoleParams:
 
     num_poles: number of poles P (>= 1). num_steps: steps per episode Nt. loss_mode: "final" or
     "continuous". horizon: episode duration T in s (dt = T / Nt). gravity: g in m/s². pole_mass: m
-    in kg. total_mass: M in kg, used for every P (quirk 5.5). half_length: l in m.
+    in kg. total_mass: M in kg, used for every P (quirk 5). half_length: l in m.
     initial_cart_range: x and ẋ ~ U(-r, r). initial_angular_velocity_range: θ̇ ~ U(-r, r).
     initial_angle_spread: θ = π + U(-1, 1)·spread, in rad.
     """

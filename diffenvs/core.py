@@ -151,7 +151,7 @@ class FunctionalEnv(Generic[ParamsT]):
         raise NotImplementedError
 
     def step_loss(self, action: Array, next_physics: Array, next_time: Array, params: ParamsT) -> Array:
-        """This step's contribution to the instance's loss; the episode sum is the spec's loss."""
+        """This step's contribution to the instance's loss; the episode sum is the instance's loss."""
         raise NotImplementedError
 
     def num_steps(self, params: ParamsT | None = None) -> int:
@@ -179,7 +179,7 @@ class FunctionalEnv(Generic[ParamsT]):
 
     def observation(self, state: EnvState, rng: Array | None = None,
                     params: ParamsT | None = None) -> Array:
-        """The full physical state in the spec's layout."""
+        """The full physical state (the layout is in each environment's module docstring)."""
         return state.physics
 
     def reward(self, state: EnvState, action: Any, next_state: EnvState, rng: Array | None = None,
@@ -238,7 +238,7 @@ class FunctionalEnv(Generic[ParamsT]):
                              f"action_shape = {action_shape}, got shape {shape}")
 
     def episode_loss(self, initial_state: EnvState, actions: Array, params: ParamsT | None = None) -> Array:
-        """The spec's loss of one instance under an open-loop control sequence (scalar).
+        """The loss of one instance under an open-loop control sequence (scalar).
 
         ``actions`` has shape (num_steps, *action_shape).
         """

@@ -1,4 +1,4 @@
-"""Guidance by repulsion (spec section 2): controlled drivers herd evaders to the origin.
+"""Guidance by repulsion (equations in docs/physics.md): controlled drivers herd evaders to the origin.
 
 Observation:
     The physical state, shape (num_drivers + num_evaders, 2, 2) = (object, [position, velocity],
@@ -15,7 +15,7 @@ Starting state:
 Episode end:
     Truncation after ``num_steps`` steps (default 60, dt = horizon / num_steps = 4/60).
 
-Quirks (spec 5.2-5.4, reproduced by default): the "centre" C that drivers steer about is the SUM of
+Quirks 2-4 of docs/physics.md (reproduced by default): the "centre" C that drivers steer about is the SUM of
 the evader positions (``center_mode="mean"`` offers the mean instead); the flocking term attracts
 evaders closer than about 0.4 and repels them beyond (a negative ``flocking_strength`` gives the
 usual rule); the target is always the origin.

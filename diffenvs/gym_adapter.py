@@ -111,7 +111,7 @@ class GymEnv(gym.Env):
 
     ``gym.make("diffenvs/CartPole-v0", num_poles=2)`` passes every parameter of the environment's
     params dataclass through. ``reset(options={"state": array})`` starts from an exact physical state
-    in the spec's layout. Observations are the physical state as float32; ``info`` carries the loss
+    in the layout of the environment's observation. Observations are the physical state as float32; ``info`` carries the loss
     terms of the step (``loss``, and the environment's own terms).
     """
 

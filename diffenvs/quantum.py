@@ -1,4 +1,4 @@
-"""Quantum control of a particle in an infinite well (spec section 3).
+"""Quantum control of a particle in an infinite well (equations in docs/physics.md).
 
 The 1-D Schrödinger equation i ∂ψ/∂t = (-∂²/∂x² + u(t)·x) ψ on [0, 2] with Dirichlet walls, driven by
 a spatially linear potential whose amplitude u(t) is the control; the task is to move the particle
@@ -10,7 +10,7 @@ Action:
     The potential amplitude u, shape (1,), unbounded.
 Reward:
     Minus the step's infidelity 1 - |⟨φ_target, ψ(t+1)⟩|², so that the return is minus the
-    instance's loss, the infidelity summed over t = 1..Nt (between 0 and Nt = 128; quirk 5.6).
+    instance's loss, the infidelity summed over t = 1..Nt (between 0 and Nt = 128; quirk 6 of docs/physics.md).
 Starting state:
     ψ_0 = (w·a_1 e^{iφ_1} φ_1 + a_2 e^{iφ_2} φ_2) / √(w²a_1² + a_2²) with a ~ N(0, 1),
     φ ~ U(0, 2π) and the ground-state weight w = 1 (the reference also uses 3, 7 and 15).

@@ -44,7 +44,8 @@ def canonical_name(name: str) -> str:
 def make(name: str, **params: Any) -> FunctionalEnv:
     """The functional environment ``name`` with parameters ``params`` (see its params dataclass).
 
-    >>> env = make("CartPole", num_poles=2)
+    Examples:
+        >>> env = make("CartPole", num_poles=2)
     """
     environment_class = ENVIRONMENTS[canonical_name(name)]
     fields = {field for field in environment_class.params_type.__dataclass_fields__}

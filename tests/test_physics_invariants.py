@@ -1,11 +1,11 @@
-"""Invariants of the three environments, and cross-checks against the specification.
+"""Invariants of the three environments, and cross-checks against the documented physics.
 
 * jit and vmap give the same results as plain calls; seeding is reproducible;
-* conservation laws and reference numbers of the spec (quantum norm, zero-control losses);
-* the starting distributions of the spec (ranges and statistics);
-* the episode return is minus the spec's loss, computed here from the visited states;
-* independent re-implementations of each simulator step, written from the spec's equations
-  (``/work/shared/spec/problems.md``), compared with the environments in float64.
+* conservation laws and reference numbers of the reference setup (quantum norm, zero-control losses);
+* the starting distributions (ranges and statistics);
+* the episode return is minus the documented loss, computed here from the visited states;
+* independent re-implementations of each simulator step, written from the equations of
+  docs/physics.md, compared with the environments in float64.
 """
 
 from __future__ import annotations

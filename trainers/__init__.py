@@ -1,7 +1,8 @@
 """trainers: train controllers by backpropagating through diffenvs rollouts.
 
->>> from trainers import train
->>> result = train(task="cartpole", env_params={"num_poles": 1}, strategy="combined", epochs=30)
+Examples:
+    >>> from trainers import train
+    >>> result = train(task="cartpole", env_params={"num_poles": 1}, strategy="combined", epochs=30)
 """
 
 from trainers.networks import MLP, Controller, QuantumCNN, from_flax, study_controller

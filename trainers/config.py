@@ -41,7 +41,7 @@ class TrainConfig:
     task: environment name ("cartpole", "guidance", "quantum" or a canonical name).
     env_params: parameters of the environment (e.g. {"num_poles": 2}).
     strategy: a registered strategy name (see :mod:`trainers.strategies`) or a
-    :class:`~trainers.strategies.Strategy` object (recorded as "custom:NAME"); truncate_every,
+    :class:`trainers.strategies.Strategy` object (recorded as "custom:NAME"); truncate_every,
     es_population and es_noise parametrise "truncated" and "es", strategy_options (name -> value) the
     options of any other registered strategy factory (e.g. ``{"horizon": 32}``).
     optimizer: name in :data:`OPTIMIZERS`; learning_rate > 0.

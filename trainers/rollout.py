@@ -47,7 +47,7 @@ class Problem:
     """An environment, its parameters and a controller: everything a rollout needs.
 
     ``initial_states`` passed to the functions below are batched :class:`EnvState`s with a leading
-    batch axis; losses are means over the batch of each instance's loss (the spec's batch loss).
+    batch axis; losses are means over the batch of each instance's loss (the batch loss of docs/physics.md).
     """
 
     env: FunctionalEnv

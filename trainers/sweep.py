@@ -10,8 +10,9 @@ strategy family) train together as ONE jitted, vmapped epoch program of :mod:`tr
 same engine that trains a single run: the study's gated strategies, clipping modes and seeds are data
 in that program, and any other strategy forms groups of its own.
 
->>> spec = SweepSpec(tasks=("cartpole",), levels=(1, 2), strategies=("bptt", "combined"), seeds=(0, 1))
->>> result = run_sweep(spec, "runs/sweep", part=(1, 2))      # the first half of the grid
+Examples:
+    >>> spec = SweepSpec(tasks=("cartpole",), levels=(1, 2), strategies=("bptt", "combined"), seeds=(0, 1))
+    >>> result = run_sweep(spec, "runs/sweep", part=(1, 2))      # the first half of the grid
 """
 
 from __future__ import annotations

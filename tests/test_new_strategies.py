@@ -52,20 +52,19 @@ def test_shac_is_bptt_with_one_window_and_truncated_bptt_with_a_zero_critic():
     whole = get_strategy("shac", {"horizon": 12})
     state = whole.initial_state(problem, params, jax.random.PRNGKey(4))
     state["critic"] = jax.tree.map(lambda w: w + 0.3, state["critic"])        # a nonzero critic
-    result, _ = whole.apply(problem, params, states, key, state)
+    result, _ = jax.jit(lambda s: whole.apply(problem, params, states, key, s))(state)
     np.testing.assert_allclose(_flat(result.update), true_gradient, rtol=2e-4, atol=1e-7)
     assert float(result.loss) == pytest.approx(float(rollout_loss(problem, params, states)), rel=1e-6)
 
     windows = get_strategy("shac", {"horizon": 4})                               # 3 windows of 4 steps
-    state = windows.initial_state(problem, params, jax.random.PRNGKey(4))
+    apply = jax.jit(lambda s: windows.apply(problem, params, states, key, s))
     zero = {**state, "critic": jax.tree.map(jnp.zeros_like, state["critic"])}
-    result, _ = windows.apply(problem, params, states, key, zero)
+    result, _ = apply(zero)
     cut = _flat(truncated(4)(problem, params, states, key).update)
     np.testing.assert_allclose(_flat(result.update), cut / 3, rtol=2e-4, atol=1e-7)
     assert float(result.metrics["critic_value"]) == 0.0
     # the critic at the window ends enters the update
-    nonzero = {**state, "critic": jax.tree.map(lambda w: w + 0.3, state["critic"])}
-    result, _ = windows.apply(problem, params, states, key, nonzero)
+    result, _ = apply(state)
     assert not np.allclose(_flat(result.update), cut / 3, rtol=1e-2)
 
 
@@ -123,15 +122,17 @@ def test_ivw_is_the_inverse_variance_mixture_of_the_two_estimates():
     problem, params, states = _setup({"num_poles": 1, "num_steps": 6}, batch=4)
     key = jax.random.PRNGKey(7)
     single = lambda index: jax.tree.map(lambda x: x[index:index + 1], states)
+    loss_of = jax.jit(lambda p, s: rollout_loss(problem, p, s))
     # by hand: per-episode bptt gradients and per-episode antithetic estimates
-    first = np.stack([_flat(jax.grad(lambda p: rollout_loss(problem, p, single(i)))(params)) for i in range(4)])
+    gradient_of = jax.jit(jax.grad(lambda p, s: rollout_loss(problem, p, s)))
+    first = np.stack([_flat(gradient_of(params, single(i))) for i in range(4)])
     directions = perturbation_directions(params, key, 4, population // 2)
     zeroth = []
     for i in range(4):
         estimate = 0.0
         for j in range(population // 2):
             direction = jax.tree.map(lambda d: d[i, j], directions)
-            shifted = lambda sign: float(rollout_loss(problem, jax.tree.map(
+            shifted = lambda sign: float(loss_of(jax.tree.map(
                 lambda p, d: p + sign * noise * d, params, direction), single(i)))
             estimate = estimate + (shifted(1.0) - shifted(-1.0)) * _flat(direction) / (noise * population)
         zeroth.append(estimate)
@@ -215,8 +216,8 @@ def test_hig_without_truncation_is_the_half_inverse_of_a_square_jacobian(x64):
 
 # ------------------------------------------------------------------------------- training and sweeps
 
-SWEEP_OPTIONS = dict(env_params={"num_steps": 12, "loss_mode": "continuous"}, num_train=16, num_test=16,
-                     batch_size=8, epochs=4, checkpoint_every=2)
+SWEEP_OPTIONS = dict(env_params={"num_steps": 8, "loss_mode": "continuous"}, num_train=16, num_test=16,
+                     batch_size=8, epochs=3, checkpoint_every=2)
 COLUMNS = {"shac": ("critic_loss", "critic_value"), "ivw": ("ivw_alpha", "zo_nonzero"), "hig": ("hig_rank",)}
 
 
@@ -234,18 +235,12 @@ def test_a_sweep_of_the_new_strategies_trains_lowers_the_loss_and_writes_their_c
         assert len(rows) == SWEEP_OPTIONS["epochs"] + 1
         assert all(np.isfinite(rows[-1][column]) for column in COLUMNS[name])
         assert rows[-1]["test_loss"] < rows[0]["test_loss"], (status.run.name, [r["test_loss"] for r in rows])
-    # a run of the sweep is an ordinary run: train() selects the strategy by name with its options
-    single = train(task="cartpole", strategy="shac", strategy_options={"horizon": 4},
-                   **{**SWEEP_OPTIONS, "env_params": {"num_poles": 1, **SWEEP_OPTIONS["env_params"]},
-                      "learning_rate": 3e-3, "clip": "norm"}, quiet=True)
-    assert single.metrics[-1]["test_loss"] < single.metrics[0]["test_loss"]
-    assert np.isfinite(single.metrics[-1]["critic_loss"])
 
 
 def test_shac_resumes_exactly_after_a_kill_of_diffenvs_train(tmp_path):
     out = tmp_path / "run"
     arguments = ["cartpole", "--poles", "1", "--strategy", "shac:horizon=25", "--clip", "norm",
-                 "--train-size", "16", "--test-size", "16", "--batch-size", "8", "--epochs", "40",
+                 "--train-size", "16", "--test-size", "16", "--batch-size", "8", "--epochs", "25",
                  "--checkpoint-every", "1", "--seed", "3", "--quiet", "--no-plot", "--out", str(out)]
     environment = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS":
                    str(jax.config.values["jax_disable_most_optimizations"])}
@@ -264,14 +259,14 @@ def test_shac_resumes_exactly_after_a_kill_of_diffenvs_train(tmp_path):
     with np.load(out / rundir.CHECKPOINT_FILE, allow_pickle=False) as saved:
         killed_at = int(saved["epoch"])
         assert any(saved[name].shape == (64, 1) for name in saved.files)      # the critic's output kernel
-    assert killed_at < 40
+    assert killed_at < 25
 
     config = TrainConfig(task="cartpole", env_params={"num_poles": 1}, strategy="shac",
                          strategy_options={"horizon": 25}, clip="norm", num_train=16, num_test=16, batch_size=8,
-                         epochs=40, checkpoint_every=1, seed=3)
+                         epochs=25, checkpoint_every=1, seed=3)
     resumed = train(config, out=out, quiet=True)
     uninterrupted = train(config, quiet=True)
     strip = lambda rows: [{k: repr(v) for k, v in row.items() if k != "epoch_seconds"} for row in rows]
     assert strip(rundir.read_metrics(out)) == strip(uninterrupted.metrics)
     assert strip(resumed.metrics) == strip(uninterrupted.metrics)
-    assert len(uninterrupted.metrics) == 41 and np.isfinite(uninterrupted.metrics[-1]["critic_loss"])
+    assert len(uninterrupted.metrics) == 26 and np.isfinite(uninterrupted.metrics[-1]["critic_loss"])

@@ -270,3 +270,20 @@ def test_shac_resumes_exactly_after_a_kill_of_diffenvs_train(tmp_path):
     assert strip(rundir.read_metrics(out)) == strip(uninterrupted.metrics)
     assert strip(resumed.metrics) == strip(uninterrupted.metrics)
     assert len(uninterrupted.metrics) == 26 and np.isfinite(uninterrupted.metrics[-1]["critic_loss"])
+
+
+def test_the_commands_take_the_new_strategies_by_name(capsys):
+    from trainers.cli import train_main
+    from trainers.comparison import run_comparison, run_name
+    from trainers.sweep import _parse_strategy
+
+    assert _parse_strategy("shac:horizon=16") == {"strategy": "shac", "strategy_options": {"horizon": 16}}
+    assert _parse_strategy("hig") == {"strategy": "hig"}
+    assert run_name("cartpole", 4, "shac:horizon=16", 0) == "cartpole-num_poles4-shac-horizon-16-seed0"
+    with pytest.raises(ValueError, match=r"methods: 'nope' is not one of .* registered gradient strategy"):
+        run_comparison("unused", cases=["cartpole:1"], methods=["ivw", "nope"])
+    for bad, message in [("nope", "strategy must be one of"), ("shac:depth=2", "shac has no option 'depth'"),
+                         ("shac:horizon=0", "shac: horizon must be an integer >= 1")]:
+        with pytest.raises(SystemExit):
+            train_main(["cartpole", "--strategy", bad, "--out", "unused"])
+        assert message in capsys.readouterr().err

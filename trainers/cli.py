@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Sequence
 
 from trainers.checks import check_finite_positive
-from trainers.strategies import strategy_names
-from trainers.training import CLIP_MODES, OPTIMIZERS, NonFiniteError, TrainConfig, strategy_fields, train
+from trainers.training import CLIP_MODES, OPTIMIZERS, NonFiniteError, TrainConfig, train
 
 TASKS = ("cartpole", "guidance", "quantum")
+STRATEGY_NAMES = ("bptt", "modified", "network_only", "one_step", "combined", "truncated", "es")
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -33,9 +33,7 @@ def _train_parser() -> argparse.ArgumentParser:
     level.add_argument("--loss-mode", choices=("final", "continuous"), default=None,
                        help="cart-pole: score only the final state (study) or every step")
     method = parser.add_argument_group("gradient strategy and optimisation")
-    method.add_argument("--strategy", default="combined",
-                        help=f"gradient strategy, one of {strategy_names()}, with options as NAME:VALUE or "
-                             f"NAME:key=value,... (e.g. truncated:16, shac:horizon=16,lam=0.9)")
+    method.add_argument("--strategy", choices=STRATEGY_NAMES, default="combined", help="gradient strategy")
     method.add_argument("--truncate-every", type=int, default=None, help="truncated: steps between cuts")
     method.add_argument("--es-population", type=int, default=32, help="es: perturbations per update (even)")
     method.add_argument("--es-noise", type=float, default=0.02, help="es: perturbation scale σ")
@@ -85,10 +83,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser = _train_parser()
     args = parser.parse_args(argv)
     try:
-        fields = {"truncate_every": args.truncate_every, "es_population": args.es_population,
-                  "es_noise": args.es_noise, **strategy_fields(args.strategy)}
-        config = TrainConfig(task=args.task, env_params=_env_params(args), **fields,
-                             optimizer=args.optimizer, learning_rate=args.lr,
+        config = TrainConfig(task=args.task, env_params=_env_params(args), strategy=args.strategy,
+                             truncate_every=args.truncate_every, es_population=args.es_population,
+                             es_noise=args.es_noise, optimizer=args.optimizer, learning_rate=args.lr,
                              clip=args.clip, clip_threshold=args.clip_threshold, num_train=args.train_size,
                              num_test=args.test_size, batch_size=args.batch_size, epochs=args.epochs,
                              seed=args.seed, checkpoint_every=args.checkpoint_every)
@@ -97,8 +94,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             check_finite_positive("--minutes", args.minutes)
     except ValueError as error:
         parser.error(str(error))
-    spelled = "".join(c if c.isalnum() or c in "._" else "-" for c in args.strategy)
-    out = args.out or Path("runs") / f"{args.task}-{spelled}-{args.clip}-seed{args.seed}"
+    out = args.out or Path("runs") / f"{args.task}-{args.strategy}-{args.clip}-seed{args.seed}"
     if args.resume and not (out / "config.json").exists():
         parser.error(f"--resume: {out} holds no run to resume")
     if not args.quiet:

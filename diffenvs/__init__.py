@@ -8,7 +8,7 @@ jit-, vmap- and grad-compatible functional environments, with Gymnasium ids regi
 >>> state = env.initial(jax.random.PRNGKey(0))
 
 ``brax_env`` and ``BraxEnv`` (the brax adapter, :mod:`diffenvs.brax_adapter`) are imported lazily on
-first access: importing brax is slow and prints "Failed to import warp" to stdout.
+first access: importing brax is slow.
 """
 
 from typing import Any

@@ -13,22 +13,52 @@ The adapter only translates:
   same keys after reset and step; ``info``: empty (brax's training wrappers add their own keys);
 * ``pipeline_state``: the functional environment's :class:`~diffenvs.core.EnvState`.
 
-The physics is the functional environment's; nothing is copied. Importing this module imports brax,
-which prints "Failed to import warp" to stdout (harmless); ``import diffenvs`` does not import it.
+The physics is the functional environment's; nothing is copied. Importing this module imports brax
+(``import diffenvs`` does not); brax's notices that its optional Warp backends are missing ("Failed to
+import warp", "Failed to import mujoco_warp") are dropped, any other output of the import is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from brax.envs.base import Env, State
 
-from diffenvs.core import EnvState, FunctionalEnv
-from diffenvs.registry import canonical_name, make
+_HARMLESS_IMPORT_NOTICES = ("Failed to import warp:", "Failed to import mujoco_warp:")
+
+
+def import_brax_quietly() -> None:
+    """``import brax`` without its notices about the missing optional Warp backends.
+
+    brax prints them to stdout on its first import. Everything else the import writes to stdout is
+    written on afterwards, and if the import fails, all of it is written before the error propagates.
+    """
+    if "brax" in sys.modules:
+        return
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            import brax  # noqa: F401
+    except BaseException:
+        sys.stdout.write(captured.getvalue())
+        raise
+    kept = [line for line in captured.getvalue().splitlines(keepends=True)
+            if not line.startswith(_HARMLESS_IMPORT_NOTICES)]
+    sys.stdout.write("".join(kept))
+
+
+import_brax_quietly()
+
+from brax.envs.base import Env, State  # noqa: E402
+
+from diffenvs.core import EnvState, FunctionalEnv  # noqa: E402
+from diffenvs.registry import canonical_name, make  # noqa: E402
 
 DEFAULT_ACTION_SCALE: dict[str, float] = {"CartPole": 40.0, "GuidanceByRepulsion": 10.0, "QuantumControl": 10.0}
 """Control magnitude that an action of 1 means, per environment: large enough for the controls that the

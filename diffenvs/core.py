@@ -95,15 +95,23 @@ def check_choice(name: str, value: Any, choices: tuple) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
+def action_shape_accepted(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    """Whether an action of ``shape`` is accepted for the action shape ``expected``: exactly
+    ``expected``, or () when the action has one entry."""
+    return tuple(shape) == tuple(expected) or (tuple(shape) == () and math.prod(expected) == 1)
+
+
 def check_action_shape(action: Any, expected: tuple[int, ...]) -> Array:
     """Return ``action`` as a float array of shape ``expected``, or raise ValueError.
 
-    A scalar is accepted where the action has exactly one entry. The check is static (shapes are
-    known at trace time), so it raises at the call even under jit.
+    Only the shape ``expected`` is accepted, and a scalar (shape ()) where the action has exactly one
+    entry; any other shape raises, even one with the right number of entries (e.g. (1, 1) for (1,)).
+    The check is static (shapes are known at trace time), so it raises at the call even under jit.
     """
     action = jnp.asarray(action)
-    if action.shape != expected and not (action.size == 1 and math.prod(expected) == 1):
-        raise ValueError(f"action must have shape {expected}, got shape {action.shape}")
+    if not action_shape_accepted(action.shape, expected):
+        scalar = " (or a scalar)" if math.prod(expected) == 1 else ""
+        raise ValueError(f"action must have shape {expected}{scalar}, got shape {action.shape}")
     if not jnp.issubdtype(action.dtype, jnp.floating):
         action = action.astype(float_dtype())
     return action.reshape(expected)

@@ -19,7 +19,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from diffenvs.core import EnvState, FunctionalEnv, check_positive
+from diffenvs.core import EnvState, FunctionalEnv, action_shape_accepted, check_positive
 from diffenvs.registry import GYM_IDS, make
 
 RENDER_MODES = ["rgb_array"]
@@ -41,9 +41,10 @@ def _check_action_scale(action_scale: float | None) -> None:
         check_positive("action_scale", action_scale)
 
 
-def _check_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
+def _check_action(action: Any, shape: tuple[int, ...], scalar_ok: bool = True) -> np.ndarray:
     """The action as a numpy array of ``shape`` in JAX's float dtype (float32, or float64 with x64);
-    ValueError for a wrong shape, a non-numeric value or non-finite entries."""
+    ValueError for a wrong shape, a non-numeric value or non-finite entries. Only ``shape`` itself is
+    accepted, and (with ``scalar_ok``) a scalar when ``shape`` has one entry."""
     array = np.asarray(action)
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
             or array.dtype == np.bool_):
@@ -51,8 +52,9 @@ def _check_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
             array = array.astype(np.float64)
         except (TypeError, ValueError):
             raise ValueError(f"action must be an array of numbers, got {action!r}") from None
-    if array.shape != shape and not (array.size == 1 and int(np.prod(shape)) == 1):
-        raise ValueError(f"action must have shape {shape}, got shape {array.shape}")
+    if not (action_shape_accepted(array.shape, shape) if scalar_ok else array.shape == tuple(shape)):
+        scalar = " (or a scalar)" if scalar_ok and int(np.prod(shape)) == 1 else ""
+        raise ValueError(f"action must have shape {tuple(shape)}{scalar}, got shape {array.shape}")
     finite = np.isfinite(array)
     if not finite.all():
         raise ValueError(f"action must be finite, got {array.reshape(-1)[~finite.reshape(-1)][:4]} "
@@ -242,7 +244,7 @@ class GymVectorEnv(gym.vector.VectorEnv):
     def step(self, actions: Any):
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        actions = _check_action(actions, self.action_space.shape)  # numpy goes straight into the jitted step
+        actions = _check_action(actions, self.action_space.shape, scalar_ok=False)  # numpy goes straight into the jitted step
         was_done = self._done
         if np.any(was_done):
             (self.state, observation, reward, truncated, info,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from diffenvs.cartpole import CartPole
@@ -24,7 +25,9 @@ GYM_IDS = {name: f"diffenvs/{name}-v0" for name in ENVIRONMENTS}
 
 
 def canonical_name(name: str) -> str:
-    """The canonical environment name for a canonical name, a short alias or a Gymnasium id."""
+    """The canonical environment name for a canonical name, a short alias or a Gymnasium id.
+
+    Raises ValueError naming the three tasks (and the closest one) for any other name."""
     if name in ENVIRONMENTS:
         return name
     if name in ALIASES:
@@ -32,8 +35,10 @@ def canonical_name(name: str) -> str:
     for canonical, gym_id in GYM_IDS.items():
         if name == gym_id:
             return canonical
-    allowed = sorted(ENVIRONMENTS) + sorted(ALIASES) + sorted(GYM_IDS.values())
-    raise ValueError(f"name must be one of {allowed}, got {name!r}")
+    close = difflib.get_close_matches(str(name).lower(), list(ALIASES), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"name must be one of {list(ALIASES)} (or a canonical name or Gymnasium id of these, "
+                     f"e.g. 'CartPole' or 'diffenvs/CartPole-v0'), got {name!r}{hint}")
 
 
 def make(name: str, **params: Any) -> FunctionalEnv:

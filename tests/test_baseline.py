@@ -48,12 +48,22 @@ def test_command_writes_a_plottable_run_evaluated_on_the_trainers_test_set(tmp_p
     from brax.training.agents.ppo import train as ppo
     from diffenvs.brax_adapter import BraxEnv
     from trainers.baseline import default_hyperparameters
-    from trainers.plotting import plot_runs
+    from trainers.plotting import plot_runs, runs_figure
 
     out = tmp_path / "ppo"
     args = ["cartpole", "--algo", "ppo", "--poles", "2", "--seed", "3", "--timesteps", "80", "--eval-every", "40",
-            "--test-size", "16", "--out", str(out), "--no-plot", "--quiet", *TINY_PPO]
+            "--test-size", "16", "--out", str(out), *TINY_PPO]
+    capsys.readouterr()
     assert main(args) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "Failed to import" not in "\n".join(printed)
+    evaluations = [line.split(":")[0] for line in printed if line.startswith("evaluation")]
+    assert evaluations == ["evaluation 0", "evaluation 1", "evaluation 2"]      # each printed once
+    assert printed[-2].startswith("diffenvs-baseline: 2 evaluations after training") and str(out) in printed[-2]
+    assert printed[-1] == f"plot: {out / 'test_loss.png'}"
+    (axes,) = runs_figure([out]).axes                  # the run's own plot: environment steps, legend "ppo"
+    assert axes.get_xlabel() == "environment steps" and axes.get_title() == "cartpole, 2 poles"
+    assert [line.get_label() for line in axes.get_lines()] == ["ppo"]
     config = rundir.read_config(out)
     assert config["task"] == "cartpole" and config["env_params"] == {"num_poles": 2}
     assert (config["strategy"], config["algo"], config["clip"]) == ("ppo", "ppo", "none")
@@ -118,13 +128,14 @@ def test_final_evaluation_is_the_trainers_loss_of_the_returned_policy(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["cartpole", "--algo", "dqn"], "algo must be one of"),
+    (["cartpole", "--algo", "dqn"], "argument --algo: invalid choice: 'dqn'"),
     (["cartpole", "--algo", "ppo", "--timesteps", "0"], "--timesteps must be an integer >= 1"),
     (["cartpole", "--algo", "ppo", "--minutes", "-1"], "--minutes must be"),
     (["cartpole", "--algo", "ppo", "--rc", "0.1"], "--rc applies to the guidance task"),
     (["cartpole", "--algo", "ppo", "--set", "bogus=1"], "unknown name"),
-    (["cartpole", "--algo", "ppo", "--action-scale", "0"], "action_scale must be"),
-    (["cartpole", "--algo", "sac", "--eval-every", "0"], "eval_every must be an integer >= 1"),
+    (["cartpole", "--algo", "ppo", "--action-scale", "0"], "--action-scale must be"),
+    (["cartpole", "--algo", "sac", "--eval-every", "0"], "--eval-every must be an integer >= 1"),
+    (["cartpole", "--algo", "ppo", "--test-size", "0"], "--test-size must be an integer >= 1"),
 ])
 def test_bad_input_is_refused_before_training(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as raised:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ("README.md", "docs/environments.md", "docs/trainers.md", "docs/rl-comparison.md")
+DOCUMENTS = ("README.md", "docs/environments.md", "docs/trainers.md", "docs/rl-comparison.md",
+             "docs/extending.md")
 
 SHRINK: dict[tuple[str, int], dict[str, str]] = {
     ("README.md", 0): {"epochs=30": "epochs=2"},
@@ -31,6 +32,7 @@ SHRINK: dict[tuple[str, int], dict[str, str]] = {
     ("docs/trainers.md", 1): {"seed=0)": "seed=0, epochs=2, num_train=16, num_test=16)"},
     ("docs/trainers.md", 2): {"levels=(1, 2, 3, 4)": "levels=(1,)",
                               '{"epochs": 1000}': '{"epochs": 2, "num_train": 16, "num_test": 16}'},
+    ("docs/extending.md", 0): {"epochs=5": "epochs=1, num_train=16, num_test=16"},
 }
 """(document, block index) -> replacements that keep the example and cut its cost."""
 

@@ -443,6 +443,23 @@ def test_step_bad_action_with_action_scale_raises(name):
         env.step(action)
 
 
+@name_param
+def test_step_refuses_the_right_size_in_a_wrong_shape(name):
+    env = shared_env(name)
+    env.reset(seed=0)
+    shape = env.action_space.shape
+    for wrong in ((1, *shape), (*shape, 1), (int(np.prod(shape)),) if len(shape) > 1 else (1, 1, *shape)):
+        with pytest.raises(ValueError, match="action must have shape") as info:
+            env.step(np.zeros(wrong, np.float32))
+        assert str(wrong) in str(info.value)
+    envs = shared_vec(name, N)
+    envs.reset(seed=0)
+    shape = envs.action_space.shape
+    for wrong in ((*shape, 1), (1, *shape), (int(np.prod(shape)),)):
+        with pytest.raises(ValueError, match="action must have shape"):
+            envs.step(np.zeros(wrong, np.float32))
+
+
 def test_scalar_action_accepted_for_one_entry():
     env = shared_env("CartPole")
     physics = start_physics("CartPole")

@@ -146,6 +146,38 @@ def test_wrong_action_shape_raises_value_error(name):
     assert jitted_transition(state, good).physics.shape == env.physics_shape()
 
 
+# the right number of entries in a wrong shape: refused like any other wrong shape
+SAME_SIZE_WRONG_SHAPES = {
+    "CartPole": [(1, 1), (1, 1, 1)],
+    "GuidanceByRepulsion": [(1, 2, 2), (2, 2, 1), (4,)],
+    "QuantumControl": [(1, 1), (1, 1, 1)],
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_actions_with_the_right_size_but_a_wrong_shape_are_rejected(name):
+    env = make(name)
+    state = env.initial(jax.random.PRNGKey(0))
+    next_state = env.transition(state, jnp.zeros(env.action_shape()))
+    for shape in SAME_SIZE_WRONG_SHAPES[name]:
+        action = jnp.zeros(shape)
+        assert action.size == math.prod(env.action_shape())
+        for call in (lambda: env.transition(state, action), lambda: jax.jit(env.transition)(state, action),
+                     lambda: env.reward(state, action, next_state),
+                     lambda: env.transition_info(state, action, next_state)):
+            with pytest.raises(ValueError, match="action must have shape") as info:
+                call()
+            assert str(shape) in str(info.value)
+
+
+def test_unknown_task_names_list_the_three_tasks():
+    with pytest.raises(ValueError) as info:
+        make("cartpol")
+    message = str(info.value)
+    assert "['cartpole', 'guidance', 'quantum']" in message and "did you mean 'cartpole'" in message
+    assert "diffenvs/GuidanceByRepulsion-v0" not in message and "QuantumControl" not in message
+
+
 def test_scalar_force_is_accepted_for_single_entry_actions():
     env = make("CartPole")
     state = env.initial(jax.random.PRNGKey(0))

@@ -9,7 +9,7 @@ import pytest
 from trainers import rundir
 from trainers.cli import plot_main
 from trainers.plotting import (
-    find_runs, moving_average, plot_runs, plot_study, strategy_label, summary_table, x_values,
+    find_runs, moving_average, plot_runs, plot_study, runs_figure, strategy_label, summary_table, x_values,
 )
 
 
@@ -69,11 +69,49 @@ def test_x_axes_are_derived_for_trainer_runs_and_read_for_baselines(study_root):
         x_values(trainer, "seconds")
 
 
-@pytest.mark.parametrize("x", ["epoch", "env_steps", "wall_seconds"])
+@pytest.mark.parametrize("x", ["env_steps", "wall_seconds"])
 def test_plot_runs_mixes_trainer_and_baseline_runs(study_root, tmp_path, x):
     out = plot_runs([study_root / "l2-combined-norm-0", study_root / "baselines" / "ppo"], tmp_path / f"{x}.png",
                     smooth=3, x=x)
     assert out.stat().st_size > 1000
+
+
+def test_rl_runs_are_never_drawn_against_epochs(study_root):
+    runs = [study_root / "l2-combined-norm-0", study_root / "baselines" / "ppo"]
+    with pytest.raises(ValueError, match=r"x: the RL baseline runs \(ppo\) have no epochs"):
+        runs_figure(runs, x="epoch")
+    figure = runs_figure(runs)                                   # by default: environment steps
+    (axes,) = figure.axes
+    assert axes.get_xlabel() == "environment steps"
+    assert [line.get_label() for line in axes.get_lines()] == ["combined, clip norm", "ppo"]
+    assert runs_figure([study_root / "l2-combined-norm-0"]).axes[0].get_xlabel() == "epoch"
+
+
+def test_plots_tell_runs_apart(study_root):
+    runs = [study_root / name for name in ("l1-bptt-none-0", "l2-bptt-none-0", "l2-bptt-none-1", "l2-bptt-norm-0",
+                                           "l2-combined-none-0")]
+    runs.append(study_root / "baselines" / "ppo")
+    figure = runs_figure(runs)
+    panels = [axes for axes in figure.axes if axes.get_visible()]
+    assert [axes.get_title() for axes in panels] == ["cartpole, 1 pole", "cartpole, 2 poles"]
+    one, two = ({line.get_label(): line for line in axes.get_lines()} for axes in panels)
+    assert sorted(two) == ["bptt, clip none (seed 0)", "bptt, clip none (seed 1)", "bptt, clip norm",
+                           "combined, clip none", "ppo"]
+    # one colour per strategy (the same in every panel), one line style per clipping mode
+    assert one["bptt, clip none"].get_color() == two["bptt, clip none (seed 0)"].get_color() \
+        == two["bptt, clip norm"].get_color()
+    assert len({two[label].get_color() for label in ("bptt, clip norm", "combined, clip none", "ppo")}) == 3
+    assert two["bptt, clip none (seed 0)"].get_linestyle() == "-" and two["bptt, clip norm"].get_linestyle() == ":"
+    # two runs of one strategy and clipping mode differ by a marker as well as by their legend entry
+    assert two["bptt, clip none (seed 0)"].get_marker() in ("None", None, "")
+    assert two["bptt, clip none (seed 1)"].get_marker() == "o"
+    assert figure.legends and len(figure.legends[0].get_texts()) == 6
+
+
+def test_single_run_title_names_the_level(study_root):
+    assert runs_figure([study_root / "l2-bptt-none-0"]).axes[0].get_title() == "cartpole, 2 poles"
+    assert runs_figure([study_root / "l1-bptt-none-0"]).axes[0].get_title() == "cartpole, 1 pole"
+    assert runs_figure([study_root / "l1-bptt-none-0"], title="mine").axes[0].get_title() == "mine"
 
 
 def test_study_figure_and_table(study_root, tmp_path):

@@ -131,3 +131,24 @@ def test_records_of_earlier_runs_stay_valid():
     record = TrainConfig(**TINY).to_dict()
     assert "strategy_options" not in record and "precision" not in record
     assert TrainConfig(**TINY, precision="float64").to_dict()["precision"] == "float64"
+
+
+def test_gradient_variance_column_is_the_mean_of_each_batch_variance():
+    """With an optimizer that never moves the parameters, the column equals the mean over the epoch's
+    batches of the per-episode gradient variance at the initial parameters."""
+    import optax
+    from trainers.diagnostics import per_episode_gradient_variance
+    from trainers.training import initial_states
+    config = TrainConfig(**{**TINY, "epochs": 1}, strategy="bptt", gradient_variance=True)
+    result = train(config, optimizer=optax.set_to_zero(), quiet=True)
+    problem = config.make_problem()
+    train_key, _, init_key, _ = jax.random.split(jax.random.PRNGKey(config.seed), 4)
+    params = problem.controller.init(init_key)
+    states = initial_states(problem.env, train_key, config.num_train)
+    batches = [jax.tree.map(lambda x: x[i:i + 8], states) for i in range(0, config.num_train, 8)]
+    expected = np.mean([float(per_episode_gradient_variance(problem, params, batch)) for batch in batches])
+    assert expected > 0
+    np.testing.assert_allclose(result.metrics[1]["gradient_variance"], expected, rtol=1e-4)
+    assert np.isnan(result.metrics[0]["gradient_variance"])
+    plain = train(TrainConfig(**{**TINY, "epochs": 1}, strategy="bptt"), optimizer=optax.set_to_zero(), quiet=True)
+    assert "gradient_variance" not in plain.metrics[1]

@@ -174,7 +174,7 @@ def test_parts_cover_the_grid_exactly_once(tmp_path):
     (dict(clips=("both",)), "clips: each must be one of"),
     (dict(tasks=("pendulum",)), "name must be one of"),
     (dict(levels=(7,)), "level must be one of"),
-    (dict(strategies=("truncated:x",)), "truncated:K"),
+    (dict(strategies=("truncated:x",)), "every must be an integer >= 1"),
     (dict(options={"epochs": 0}), "epochs must be an integer >= 1"),
     (dict(options={"colour": 1}), "not a TrainConfig field"),
     (dict(options={"seed": 1}), "grid axis"),

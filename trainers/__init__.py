@@ -9,13 +9,14 @@ from trainers.presets import COMPLEXITY_LEVELS, study_preset
 from trainers.rollout import Problem, make_gate, rollout_loss
 from trainers.strategies import (
     STRATEGIES, Strategy, StrategyResult, bptt, combined, es, gated, get_strategy, modified, network_only,
-    one_step, sign_agreement, truncated,
+    one_step, parse_strategy, register, sign_agreement, strategy_names, truncated,
 )
 from trainers.training import OPTIMIZERS, NonFiniteError, TrainConfig, TrainResult, ZeroUpdateWarning, train
 
 __all__ = [
     "MLP", "Controller", "QuantumCNN", "from_flax", "study_controller", "COMPLEXITY_LEVELS", "study_preset",
     "Problem", "make_gate", "rollout_loss", "STRATEGIES", "Strategy", "StrategyResult", "bptt", "combined",
-    "es", "gated", "get_strategy", "modified", "network_only", "one_step", "sign_agreement", "truncated",
+    "es", "gated", "get_strategy", "modified", "network_only", "one_step", "parse_strategy", "register",
+    "sign_agreement", "strategy_names", "truncated",
     "OPTIMIZERS", "NonFiniteError", "TrainConfig", "TrainResult", "ZeroUpdateWarning", "train",
 ]

@@ -71,6 +71,7 @@ from diffenvs.core import EnvState
 from diffenvs.registry import ALIASES, canonical_name
 from trainers import rundir
 from trainers.checks import check_count, check_finite_positive
+from trainers.cli import HelpFormatter
 from trainers.training import initial_states
 
 ALGOS = ("ppo", "sac", "apg")
@@ -112,6 +113,8 @@ _UNLIMITED_EVALUATIONS = 10 ** 6
 
 
 def _brax_train(algo: str) -> Callable[..., Any]:
+    from diffenvs.brax_adapter import import_brax_quietly
+    import_brax_quietly()
     if algo == "ppo":
         from brax.training.agents.ppo.train import train
     elif algo == "sac":
@@ -369,6 +372,10 @@ def policy_controller(make_policy: Callable[..., Any], action_scale: float, acti
 
 # --- command line ----------------------------------------------------------------------------------
 
+def _per_algorithm(name: str) -> str:
+    return ", ".join(f"{DEFAULTS[algo][name]:g} for {algo}" for algo in ALGOS)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffenvs-baseline",
@@ -380,32 +387,37 @@ def _parser() -> argparse.ArgumentParser:
                     "restarted, and an existing run directory is refused without --overwrite.",
         epilog="Defaults per algorithm and task: see trainers/baseline.py and docs/rl-comparison.md. "
                "Example: diffenvs-baseline cartpole --algo ppo --poles 2 --minutes 20 --out runs/p2-ppo",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("task", choices=TASKS, help="the control problem")
-    parser.add_argument("--algo", required=True, help=f"RL algorithm, one of {', '.join(ALGOS)}")
+    parser.add_argument("--algo", required=True, choices=ALGOS, help="RL algorithm (required)")
     level = parser.add_argument_group("complexity and environment (as diffenvs-train)")
-    level.add_argument("--poles", type=int, default=None, help="cart-pole: number of poles (default 1)")
-    level.add_argument("--rc", type=float, default=None, help="guidance: control regularisation (default 0.01)")
-    level.add_argument("--drivers", type=int, default=None, help="guidance: number of drivers (default 2)")
-    level.add_argument("--evaders", type=int, default=None, help="guidance: number of evaders (default 4)")
-    level.add_argument("--target", type=int, default=None, help="quantum: target eigenstate (default 3)")
-    level.add_argument("--loss-mode", choices=("final", "continuous"), default=None, help="cart-pole loss")
+    level.add_argument("--poles", type=int, default=None, help="cart-pole: number of poles (default: 1)")
+    level.add_argument("--rc", type=float, default=None, help="guidance: control regularisation (default: 0.01)")
+    level.add_argument("--drivers", type=int, default=None, help="guidance: number of drivers (default: 2)")
+    level.add_argument("--evaders", type=int, default=None, help="guidance: number of evaders (default: 4)")
+    level.add_argument("--target", type=int, default=None, help="quantum: target eigenstate (default: 3)")
+    level.add_argument("--loss-mode", choices=("final", "continuous"), default=None,
+                       help="cart-pole: score only the final state or every step (default: final)")
     level.add_argument("--action-scale", type=float, default=None,
-                       help="control that an action of 1 means (default: the adapter's per-task scale)")
+                       help="control that an action of 1 means (default: the adapter's per-task scale, "
+                            "diffenvs.brax_adapter.DEFAULT_ACTION_SCALE)")
     budget = parser.add_argument_group("budget and evaluation")
     budget.add_argument("--timesteps", type=int, default=None,
-                        help="environment steps (default per algorithm unless --minutes is given)")
+                        help="environment steps (default: per algorithm, " + _per_algorithm("num_timesteps")
+                             + "; unlimited when only --minutes is given)")
     budget.add_argument("--minutes", type=float, default=None,
-                        help="training wall time; stops at the first evaluation after it")
+                        help="training wall time; stops at the first evaluation after it (default: no limit)")
     budget.add_argument("--eval-every", type=int, default=None,
-                        help="environment steps between evaluations (default per algorithm)")
+                        help="environment steps between evaluations (default: per algorithm, "
+                             + _per_algorithm("eval_every") + ")")
     budget.add_argument("--test-size", type=int, default=256, help="test initial states (as diffenvs-train)")
     budget.add_argument("--seed", type=int, default=0, help="seed of brax and of the test set")
-    budget.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+    budget.add_argument("--set", action="append", default=None, metavar="NAME=VALUE",
                         help="override a hyperparameter (a brax train argument or a network size), "
                              "e.g. --set learning_rate=1e-3 --set policy_hidden_layer_sizes=[64,64]")
     run = parser.add_argument_group("run directory")
-    run.add_argument("--out", type=Path, default=None, help="run directory (default runs/TASK-ALGO-seedSEED)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="run directory (default: runs/TASK-LEVEL-ALGO-seedSEED, e.g. runs/cartpole-poles2-ppo-seed0)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     run.add_argument("--no-plot", action="store_true", help="do not write test_loss.png")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -426,24 +438,37 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
+BASELINE_FLAGS = {"out": "--out", "num_test": "--test-size", "num_timesteps": "--timesteps", "eval_every": "--eval-every",
+                  "time_budget_seconds": "--minutes", "action_scale": "--action-scale", "seed": "--seed",
+                  "hyperparameters": "--set", "algo": "--algo", "num_envs": "--set num_envs",
+                  "batch_size": "--set batch_size", "unroll_length": "--set unroll_length",
+                  "num_minibatches": "--set num_minibatches", "grad_updates_per_step": "--set grad_updates_per_step"}
+"""Argument names of :func:`train_baseline` and the flags of ``diffenvs-baseline`` that set them."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-baseline``."""
-    from trainers.cli import _env_params
+    from trainers.cli import ENV_FLAGS, LEVEL_FLAGS, _check_out_path, _env_params, flag_message
 
     parser = _parser()
     args = parser.parse_args(argv)
+    flags = {**ENV_FLAGS, **BASELINE_FLAGS}
     try:
-        check_algo(args.algo)
         env_params = _env_params(args)
-        diffenvs.make(args.task, **env_params)
+        env = diffenvs.make(args.task, **env_params)
         if args.timesteps is not None:
             check_count("--timesteps", args.timesteps)
         if args.minutes is not None:
             check_finite_positive("--minutes", args.minutes)
-        overrides = _parse_overrides(args.set)
+        overrides = _parse_overrides(args.set or [])
     except ValueError as error:
-        parser.error(str(error))
-    out = args.out or Path("runs") / f"{args.task}-{args.algo}-seed{args.seed}"
+        parser.error(flag_message(str(error), flags))
+    _, parameter, label = LEVEL_FLAGS[args.task]
+    level = getattr(env.default_params, parameter)
+    out = args.out or Path("runs") / f"{args.task}-{label}{level:g}-{args.algo}-seed{args.seed}"
+    problem = _check_out_path(out)
+    if problem:
+        parser.error(problem)
     if not args.quiet:
         print(f"diffenvs-baseline: {args.task} {env_params or ''} algo={args.algo} -> {out} "
               f"(not resumable)", flush=True)
@@ -455,10 +480,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_every=args.eval_every, hyperparameters=overrides, out=out, overwrite=args.overwrite,
             quiet=args.quiet)
     except ValueError as error:
-        parser.error(str(error))
-    last = result.metrics[-1]
-    print(f"evaluation {last['epoch']}: {last['env_steps']} env steps, {last['wall_seconds']:.1f} s, "
-          f"test loss {last['test_loss']:.4g}")
+        parser.error(flag_message(str(error), flags))
+    except TypeError as error:
+        if not overrides:
+            raise
+        parser.error(f"--set: brax's {args.algo} training rejected the hyperparameters {overrides}: {error}")
+    except OSError as error:
+        parser.error(f"--out: cannot write the run directory {out}: {error.strerror or error}")
+    except KeyboardInterrupt:
+        print(f"\ndiffenvs-baseline: interrupted; {out} holds the evaluations so far (baseline runs are not "
+              f"resumable: start again with --overwrite)", file=sys.stderr)
+        return 130
+    rows = result.metrics
+    losses = [row["test_loss"] for row in rows]
+    print(f"diffenvs-baseline: {len(rows) - 1} evaluations after training, {rows[-1]['env_steps']} env steps, "
+          f"{rows[-1]['wall_seconds']:.1f} s: test loss {losses[0]:.4g} before training, {losses[-1]:.4g} at the "
+          f"end, best {min(losses):.4g}; run directory {out}")
     if not args.no_plot:
         from trainers.plotting import plot_runs
         figure = plot_runs([out], out / "test_loss.png")

@@ -1,17 +1,81 @@
-"""Command-line tools: ``diffenvs-train`` and ``diffenvs-plot``."""
+"""Command-line tools: ``diffenvs-train`` and ``diffenvs-plot`` (and the helpers the other commands share).
+
+Every error a user can cause from the command line is reported by argparse as one line naming the flag
+and what it allows; no input ends in a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from trainers.checks import check_finite_positive
-from trainers.training import CLIP_MODES, OPTIMIZERS, NonFiniteError, TrainConfig, train
+from diffenvs.registry import ALIASES, canonical_name
+from trainers.strategies import strategy_names
+from trainers.training import CLIP_MODES, OPTIMIZERS, PRECISIONS
 
 TASKS = ("cartpole", "guidance", "quantum")
-STRATEGY_NAMES = ("bptt", "modified", "network_only", "one_step", "combined", "truncated", "es")
+LEVEL_FLAGS = {"cartpole": ("--poles", "num_poles", "poles"), "guidance": ("--rc", "regularization", "rc"),
+               "quantum": ("--target", "target_state", "target")}
+"""Per task: the flag of its complexity level, the environment parameter it sets, its run-name label."""
+ENV_FLAGS = {"num_poles": "--poles", "loss_mode": "--loss-mode", "regularization": "--rc",
+             "num_drivers": "--drivers", "num_evaders": "--evaders", "target_state": "--target"}
+"""Environment parameters and the flags that set them."""
+FIELD_FLAGS = {"num_train": "--train-size", "num_test": "--test-size", "batch_size": "--batch-size",
+               "epochs": "--epochs", "checkpoint_every": "--checkpoint-every", "learning_rate": "--lr",
+               "clip_threshold": "--clip-threshold", "truncate_every": "--truncate-every",
+               "es_population": "--es-population", "es_noise": "--es-noise", "seed": "--seed",
+               "optimizer": "--optimizer", "clip": "--clip", "strategy": "--strategy", "task": "task",
+               "minutes": "--minutes", "out": "--out", **ENV_FLAGS}
+"""TrainConfig fields (and environment parameters) and the flags of ``diffenvs-train`` that set them."""
+NAME_LABELS = {"learning_rate": "lr", "optimizer": "optimizer-", "clip_threshold": "threshold",
+               "num_train": "train", "num_test": "test", "batch_size": "batch", "es_noise": "noise",
+               "checkpoint_every": "checkpoint", "num_drivers": "drivers", "num_evaders": "evaders",
+               "loss_mode": "loss-", "precision": "", "gradient_variance": "gradvar"}
+"""Labels of the options that appear in a default run-directory name when they differ from the default."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" once: not for required flags, flags without a default (None), switches,
+    or help texts that already state their default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.required or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+                or action.default == []
+                or "default" in text
+                or isinstance(action, argparse._HelpAction)):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def flag_message(message: str, flags: dict[str, str] | None = None) -> str:
+    """``message`` (a library ValueError) with parameter names replaced by the command-line flags that
+    set them (``flags``, default :data:`FIELD_FLAGS`): "learning_rate must be ..." -> "--lr must be ...".
+
+    The leading name is replaced when it is a key of ``flags``; further names only when they contain an
+    underscore (plain words such as "epochs" also occur as prose)."""
+    flags = FIELD_FLAGS if flags is None else flags
+    for pattern, flag in ((r"^es: population\b", "--es-population (or es:P)"), (r"^es: noise\b", "--es-noise"),
+                          (r"^truncated: every\b", "--truncate-every (or truncated:K)")):
+        message = re.sub(pattern, flag, message)
+    names = sorted(flags, key=len, reverse=True)
+    start = 0
+    first = re.match("(" + "|".join(map(re.escape, names)) + r")(?=[\s:=]|$)", message)
+    if first:
+        message = flags[first.group(1)] + message[first.end():]
+        start = len(flags[first.group(1)])
+    compound = [re.escape(name) for name in names if "_" in name]
+    if compound:
+        rest = re.sub(r"(?<![\w-])(" + "|".join(compound) + r")(?!\w)", lambda match: flags[match.group(1)],
+                      message[start:])
+        message = message[:start] + rest
+    message = message.replace("overwrite=True (--overwrite)", "--overwrite")
+    return message.replace("overwrite=True", "--overwrite").replace("choose another directory",
+                                                                       "choose another --out")
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -19,94 +83,278 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="diffenvs-train",
         description="Train a controller by backpropagating through rollouts of a diffenvs environment, "
                     "write a run directory (config.json, metrics.csv, checkpoint.npz) and plot its test "
-                    "loss. Running it again on an existing run directory resumes the run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "loss. Running it again on an existing run directory resumes the run; on a finished "
+                    "one it says so (a larger --epochs continues it).",
+        formatter_class=HelpFormatter)
     parser.add_argument("task", nargs="?", default="cartpole", choices=TASKS, help="the control problem")
     level = parser.add_argument_group("complexity and environment")
-    level.add_argument("--poles", type=int, default=None, help="cart-pole: number of poles (study: 1..4; default 1)")
+    level.add_argument("--poles", type=int, default=None, help="cart-pole: number of poles (study: 1..4; default: 1)")
     level.add_argument("--rc", type=float, default=None,
-                       help="guidance: control regularisation rc (study: 1, 0.1, 0.01, 0.001; default 0.01)")
-    level.add_argument("--drivers", type=int, default=None, help="guidance: number of drivers (default 2)")
-    level.add_argument("--evaders", type=int, default=None, help="guidance: number of evaders (default 4)")
+                       help="guidance: control regularisation rc (study: 1, 0.1, 0.01, 0.001; default: 0.01)")
+    level.add_argument("--drivers", type=int, default=None, help="guidance: number of drivers (default: 2)")
+    level.add_argument("--evaders", type=int, default=None, help="guidance: number of evaders (default: 4)")
     level.add_argument("--target", type=int, default=None,
-                       help="quantum: target eigenstate, 1 = ground state (study: 3, 4, 5; default 3)")
+                       help="quantum: target eigenstate, 1 = ground state (study: 3, 4, 5; default: 3)")
     level.add_argument("--loss-mode", choices=("final", "continuous"), default=None,
-                       help="cart-pole: score only the final state (study) or every step")
+                       help="cart-pole: score only the final state (the study's) or every step (default: final)")
     method = parser.add_argument_group("gradient strategy and optimisation")
-    method.add_argument("--strategy", choices=STRATEGY_NAMES, default="combined", help="gradient strategy")
-    method.add_argument("--truncate-every", type=int, default=None, help="truncated: steps between cuts")
-    method.add_argument("--es-population", type=int, default=32, help="es: perturbations per update (even)")
-    method.add_argument("--es-noise", type=float, default=0.02, help="es: perturbation scale σ")
-    method.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam", help="optimizer")
+    method.add_argument("--strategy", default="combined", metavar="STRATEGY",
+                        help=f"gradient strategy: one of {', '.join(strategy_names())}; options as NAME:VALUE "
+                             "(truncated:10 cuts every 10 steps, es:64 uses 64 perturbations) or "
+                             "NAME:key=value,key=value (see docs/trainers.md)")
+    method.add_argument("--truncate-every", type=int, default=None,
+                        help="truncated: steps between cuts (the same as --strategy truncated:K)")
+    method.add_argument("--es-population", type=int, default=None,
+                        help="es: perturbations per update, even (the same as --strategy es:P; default: 32)")
+    method.add_argument("--es-noise", type=float, default=None, help="es: perturbation scale σ (default: 0.02)")
+    method.add_argument("--optimizer", choices=sorted(OPTIMIZERS),
+                        default="adam", help="optimizer")
     method.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    method.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="floating-point precision of the environment, network, optimizer and metrics")
+    method.add_argument("--gradient-variance", action="store_true",
+                        help="also log the variance of the per-episode gradients within each batch (metrics.csv "
+                             "column gradient_variance; about one more backward pass per batch)")
     method.add_argument("--clip", choices=CLIP_MODES, default="none",
                         help="clip the update by value or by global norm before the optimizer")
     method.add_argument("--clip-threshold", type=float, default=1.0, help="clipping threshold")
     data = parser.add_argument_group("data and schedule")
-    data.add_argument("--epochs", type=int, default=30, help="epochs (the study runs 1000)")
+    data.add_argument("--epochs", type=int, default=30,
+                      help="epochs (the study runs 1000); a larger value on a finished run continues it")
     data.add_argument("--minutes", type=float, default=None,
                       help="wall-time budget: stop after the first epoch at which the run's training time "
                            "(summed epoch times, compilation excluded, across resumes) reaches it, or at "
-                           "--epochs; for comparisons at equal wall time")
+                           "--epochs; for comparisons at equal wall time (default: no budget)")
     data.add_argument("--batch-size", type=int, default=8, help="initial states per update")
     data.add_argument("--train-size", type=int, default=256, help="training initial states")
     data.add_argument("--test-size", type=int, default=256, help="test initial states")
     data.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and strategy")
     run = parser.add_argument_group("run directory")
     run.add_argument("--out", type=Path, default=None,
-                     help="run directory (default runs/TASK-STRATEGY-CLIP-seedSEED)")
+                     help="run directory (default: runs/TASK-LEVEL-STRATEGY-CLIP-seedSEED, followed by every "
+                          "other option that differs from its default except --epochs, e.g. "
+                          "runs/cartpole-poles2-combined-none-seed0-lr0.0003)")
     run.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
     run.add_argument("--resume", action="store_true",
                      help="require an existing run directory to resume (resuming is automatic otherwise)")
     run.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
+    run.add_argument("--wait", action="store_true",
+                     help="if another process is training the run in --out, wait for it instead of exiting")
     run.add_argument("--no-plot", action="store_true", help="do not write test_loss.png")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def _env_params(args: argparse.Namespace) -> dict:
+    """The environment parameters given by the complexity flags of ``args`` (those of ``args.task``);
+    ValueError naming a flag that belongs to another task."""
     options = {"cartpole": {"num_poles": args.poles, "loss_mode": args.loss_mode},
                "guidance": {"regularization": args.rc, "num_drivers": args.drivers, "num_evaders": args.evaders},
                "quantum": {"target_state": args.target}}
-    flags = {"num_poles": "--poles", "loss_mode": "--loss-mode", "regularization": "--rc",
-             "num_drivers": "--drivers", "num_evaders": "--evaders", "target_state": "--target"}
     for task, values in options.items():
         if task != args.task:
             for name, value in values.items():
                 if value is not None:
-                    raise ValueError(f"{flags[name]} applies to the {task} task, not to {args.task}")
+                    raise ValueError(f"{ENV_FLAGS[name]} applies to the {task} task, not to {args.task}")
     return {name: value for name, value in options[args.task].items() if value is not None}
+
+
+def _environment_defaults(task: str) -> dict[str, Any]:
+    import diffenvs
+    return dataclasses.asdict(diffenvs.make(task).default_params)
+
+
+def canonical_env_params(task: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The environment parameters a run records: always the task's level parameter (its default if not
+    given), and the other given parameters that differ from their defaults. So ``diffenvs-train`` and
+    ``diffenvs-train --poles 1`` are the same run."""
+    defaults = _environment_defaults(task)
+    parameter = LEVEL_FLAGS[task][1]
+    params = {parameter: given.get(parameter, defaults[parameter])}
+    params.update({name: value for name, value in given.items()
+                   if name != parameter and value != defaults.get(name)})
+    return params
+
+
+def _strategy_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig fields of ``--strategy`` (the sweep's spellings) with --truncate-every, --es-population
+    and --es-noise; ValueError naming the flag on a bad or contradictory value."""
+    from trainers.sweep import _parse_strategy
+    try:
+        fields = _parse_strategy(args.strategy)
+    except ValueError as error:
+        message = str(error).replace("strategies: each must be one of", "--strategy must be one of")
+        message = re.sub(r"^strategies: (strategy: |strategy (?=must))?", "--strategy: ", message)
+        raise ValueError(message.replace("--strategy: must", "--strategy must")) from None
+    strategy = fields["strategy"]
+    if args.truncate_every is not None:
+        if strategy != "truncated":
+            raise ValueError(f"--truncate-every applies to --strategy truncated, not to {args.strategy!r}")
+        if fields.get("truncate_every", args.truncate_every) != args.truncate_every:
+            raise ValueError(f"--truncate-every {args.truncate_every} contradicts --strategy {args.strategy}")
+        fields["truncate_every"] = args.truncate_every
+    if strategy == "truncated" and "truncate_every" not in fields:
+        raise ValueError("--strategy truncated needs the steps between cuts: --strategy truncated:K "
+                         "or --truncate-every K (an integer >= 1)")
+    for flag, field, value in (("--es-population", "es_population", args.es_population),
+                               ("--es-noise", "es_noise", args.es_noise)):
+        if value is None:
+            continue
+        if strategy != "es":
+            raise ValueError(f"{flag} applies to --strategy es, not to {args.strategy!r}")
+        if fields.get(field, value) != value:
+            raise ValueError(f"{flag} {value} contradicts --strategy {args.strategy}")
+        fields[field] = value
+    return fields
+
+
+def _format_number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def default_run_dir(config: Any) -> Path:
+    """``runs/TASK-LEVEL-STRATEGY-CLIP-seedSEED`` plus ``-LABELVALUE`` for every other option of
+    ``config`` (a :class:`~trainers.training.TrainConfig` of ``diffenvs-train``) that differs from its
+    default, ``epochs`` excepted (a larger ``--epochs`` continues the run in the same directory).
+    Different settings never share a directory."""
+    from trainers.training import TrainConfig
+    task = {name: alias for alias, name in ALIASES.items()}[canonical_name(config.task)]
+    _, parameter, label = LEVEL_FLAGS[task]
+    env_defaults = _environment_defaults(task)
+    env_params = dict(config.env_params)
+    level = env_params.pop(parameter, env_defaults[parameter])
+    strategy = str(config.strategy)
+    if strategy == "truncated":
+        strategy = f"truncated{config.truncate_every}"
+    elif strategy == "es" and config.es_population != TrainConfig.es_population:
+        strategy = f"es{config.es_population}"
+    parts = [task, f"{label}{_format_number(level)}", strategy, config.clip, f"seed{config.seed}"]
+    for name, value in sorted(env_params.items()):
+        if value != env_defaults.get(name):
+            parts.append(f"{NAME_LABELS.get(name, name)}{_format_number(value)}")
+    for name, value in sorted(config.strategy_options.items()):
+        parts.append(f"{name}{_format_number(value)}")
+    skipped = {"task", "env_params", "strategy", "clip", "seed", "epochs", "truncate_every", "es_population",
+               "strategy_options"}
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(config, field.name)
+        if field.name not in skipped and value != getattr(defaults, field.name):
+            shown = "" if value is True else _format_number(value)
+            parts.append(f"{NAME_LABELS.get(field.name, field.name)}{shown}")
+    return Path("runs") / "-".join(parts)
+
+
+def _check_out_path(out: Path) -> str | None:
+    """Why ``out`` cannot be a run directory (a file, or under a file), or None."""
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            where = "" if path == out else f" (its parent {path} is a file)"
+            return f"--out: {out} is not a directory{where}; choose another --out"
+    return None
+
+
+def check_file_path(flag: str, path: Path | None) -> str | None:
+    """Why ``path`` (a file to write, given by ``flag``) cannot be written: a directory, or under a
+    file; None if it can be tried."""
+    if path is None:
+        return None
+    if path.is_dir():
+        return f"{flag}: {path} is a directory; give a file name"
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            return f"{flag}: {path} cannot be written, its parent {parent} is a file"
+    return None
+
+
+def _checkpoint_epoch(out: Path) -> int | None:
+    """The epoch of ``out``'s checkpoint, None without one; ValueError if it cannot be read."""
+    from trainers import rundir
+    try:
+        return rundir.checkpoint_epoch(out)
+    except (OSError, rundir.RunDirError) as error:
+        raise ValueError(f"--out: {error}; or pass --overwrite to start the run again") from None
+
+
+def _existing_run(out: Path, record: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """(the config of the run in ``out`` or None, the fields other than epochs in which it differs from
+    ``record``); ValueError if ``out`` holds an unreadable config.json."""
+    from trainers import rundir
+    try:
+        existing = rundir.read_config(out)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--out: {out}/{rundir.CONFIG_FILE} cannot be read ({error}); pass --overwrite to "
+                         f"start the run again, or choose another --out") from None
+    if existing is None:
+        return None, []
+    ignored = {"epochs", "diffenvs_version"}
+    changed = sorted(key for key in set(existing) | set(record)
+                     if key not in ignored and existing.get(key) != record.get(key))
+    return existing, changed
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-train``."""
     parser = _train_parser()
     args = parser.parse_args(argv)
+    from trainers.checks import check_finite_positive
+    from trainers.rundir import RunDirBusyError
+    from trainers.training import NonFiniteError, TrainConfig, train
     try:
-        config = TrainConfig(task=args.task, env_params=_env_params(args), strategy=args.strategy,
-                             truncate_every=args.truncate_every, es_population=args.es_population,
-                             es_noise=args.es_noise, optimizer=args.optimizer, learning_rate=args.lr,
-                             clip=args.clip, clip_threshold=args.clip_threshold, num_train=args.train_size,
+        env_params = canonical_env_params(args.task, _env_params(args))
+        config = TrainConfig(task=ALIASES[args.task], env_params=env_params, **_strategy_fields(args),
+                             optimizer=args.optimizer, learning_rate=args.lr, clip=args.clip,
+                             clip_threshold=args.clip_threshold, num_train=args.train_size,
                              num_test=args.test_size, batch_size=args.batch_size, epochs=args.epochs,
-                             seed=args.seed, checkpoint_every=args.checkpoint_every)
+                             seed=args.seed, checkpoint_every=args.checkpoint_every, precision=args.precision,
+                             gradient_variance=args.gradient_variance)
         config.make_env()
         if args.minutes is not None:
             check_finite_positive("--minutes", args.minutes)
     except ValueError as error:
-        parser.error(str(error))
-    out = args.out or Path("runs") / f"{args.task}-{args.strategy}-{args.clip}-seed{args.seed}"
+        parser.error(flag_message(str(error)))
+    out = args.out or default_run_dir(config)
+    problem = _check_out_path(out)
+    if problem:
+        parser.error(problem)
     if args.resume and not (out / "config.json").exists():
         parser.error(f"--resume: {out} holds no run to resume")
+    if not args.overwrite:
+        try:
+            record = {**config.to_dict(), "controller": "study"}
+            existing, changed = _existing_run(out, record)
+            if existing is not None and changed:
+                raise ValueError(f"--out: {out} holds a run with a different configuration (differs in {changed}); "
+                                 f"choose another --out or pass --overwrite")
+            epoch = _checkpoint_epoch(out) if existing is not None else None
+        except ValueError as error:
+            parser.error(str(error))
+        if epoch is not None and epoch >= args.epochs:
+            plot = out / "test_loss.png"
+            where = f"{out / 'metrics.csv'}" + (f" and {plot}" if plot.exists() else "")
+            print(f"diffenvs-train: {out} is finished (epoch {epoch}, --epochs {args.epochs}); its results are in "
+                  f"{where}; pass a larger --epochs to continue it")
+            return 0
     if not args.quiet:
-        print(f"diffenvs-train: {args.task} {config.env_params or ''} strategy={config.strategy} "
+        print(f"diffenvs-train: {args.task} {config.env_params} strategy={args.strategy} "
               f"clip={config.clip} epochs={config.epochs} -> {out}", flush=True)
     try:
-        result = train(config, out=out, quiet=args.quiet, overwrite=args.overwrite, minutes=args.minutes)
+        result = train(config, out=out, quiet=args.quiet, overwrite=args.overwrite, minutes=args.minutes,
+                       wait=args.wait)
+    except RunDirBusyError as error:
+        print(f"diffenvs-train: {error}", file=sys.stderr)
+        return 4
     except NonFiniteError as error:
         print(f"diffenvs-train: {error}", file=sys.stderr)
         return 3
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(flag_message(str(error)))
+    except OSError as error:
+        parser.error(f"--out: cannot write the run directory {out}: {error.strerror or error}")
+    except KeyboardInterrupt:
+        print(f"\ndiffenvs-train: interrupted; run the same command again to resume from the last checkpoint "
+              f"in {out}", file=sys.stderr)
+        return 130
     last = result.metrics[-1]
     print(f"epoch {last['epoch']}: train loss {last['train_loss']:.4g}, test loss {last['test_loss']:.4g}")
     if not args.no_plot:
@@ -116,22 +364,29 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+PLOT_FLAGS = {"out": "--out", "last": "--last", "reach": "--reach", "smooth": "--smooth", "x": "--x", "run_dirs": "RUNS",
+              "paths": "RUNS", "task": "--study"}
+"""Argument names of the plotting functions and the flags of ``diffenvs-plot`` that set them."""
+
+
 def plot_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-plot``."""
     parser = argparse.ArgumentParser(
-        prog="diffenvs-plot", description="Draw the study-style figure (test loss on a log scale, one colour per "
-        "strategy, one line style per clipping mode) for run directories, the study's figure for a task from a "
-        "sweep (--study: one panel per complexity level) and a summary table (--table).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="diffenvs-plot", description="Draw the study-style figure (test loss on a log scale, one panel per "
+        "task and level, one colour per strategy, one line style per clipping mode) for run directories, the "
+        "study's figure for a task from a sweep (--study: one panel per complexity level) and a summary table "
+        "(--table).",
+        formatter_class=HelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path,
                         help="run directories, folders holding run directories (e.g. a sweep's output root), or "
                              "run archives (.csv.gz, from diffenvs-sweep OUT --export)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="PNG file to write (default test_loss.png, or study_TASK.png with --study)")
+                        help="PNG file to write (default: test_loss.png, or study_TASK.png with --study)")
     parser.add_argument("--smooth", type=int, default=None,
-                        help="moving-average window in rows (default 1, or 30 with --study)")
-    parser.add_argument("--x", choices=("epoch", "env_steps", "wall_seconds"), default="epoch",
-                        help="x axis: epochs, environment steps, or cumulative wall time")
+                        help="moving-average window in rows (default: 1, or 30 with --study and --table)")
+    parser.add_argument("--x", choices=("epoch", "env_steps", "wall_seconds"), default=None,
+                        help="x axis: epochs, environment steps, or cumulative wall time (default: epoch, or "
+                             "env_steps when RL baseline runs, which have no epochs, are among the runs)")
     parser.add_argument("--title", default=None, help="figure title")
     parser.add_argument("--study", metavar="TASK", default=None,
                         help="draw the study's figure for TASK (cartpole, guidance, quantum): a panel per level")
@@ -144,8 +399,18 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smooth is not None and args.smooth < 1:
         parser.error(f"--smooth must be an integer >= 1, got {args.smooth}")
+    for flag, path in (("--out", args.out), ("--table", args.table)):
+        problem = check_file_path(flag, path)
+        if problem:
+            parser.error(problem)
     from trainers.plotting import plot_runs, plot_study, summary_table
     try:
+        if args.study is not None:
+            from diffenvs.registry import canonical_name
+            try:
+                canonical_name(args.study)
+            except ValueError as error:
+                raise ValueError(f"--study: {error}") from None
         if args.table is not None:
             _, _, markdown = summary_table(args.runs, args.table, last=args.last, reach=args.reach,
                                          smooth=args.smooth or 30)
@@ -160,5 +425,48 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
                                title=args.title, x=args.x)
             print(f"plot: {figure}")
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(flag_message(str(error), PLOT_FLAGS))
+    except OSError as error:
+        parser.error(f"--out/--table: cannot write {error.filename or ''}: {error.strerror or error}")
     return 0
+
+
+SWEEP_FLAGS = {"name": "--tasks: name", "tasks": "--tasks", "level": "--levels", "levels": "--levels",
+               "strategies": "--strategies", "clips": "--clips", "seeds": "--seeds", "part": "--part",
+               "max_group": "--max-group", "options/vary": "--set/--vary", "spec": "the grid"}
+"""Names in the messages of :mod:`trainers.sweep` and the flags of ``diffenvs-sweep`` that set them."""
+
+
+def sweep_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``diffenvs-sweep``: :func:`trainers.sweep.main` with defaults shown once in --help,
+    OUT checked first, and a one-line error (no traceback) when a file cannot be written."""
+    from trainers import sweep
+    parser = sweep._parser()
+    parser.formatter_class = HelpFormatter
+    args = parser.parse_args(argv)
+    if args.devices is not None:              # before jax starts: CPU host devices are fixed then
+        try:
+            sweep.request_host_devices(args.devices)
+        except ValueError as error:
+            parser.error(f"--{error}")
+    problem = _check_out_path(args.out)
+    if problem:
+        parser.error(problem.replace("--out: ", "OUT: ").replace("choose another --out", "choose another OUT"))
+    problem = check_file_path("--export", args.export)
+    if problem:
+        parser.error(problem)
+    if args.export is None and args.import_ is None and not args.merge:
+        try:                                # the checks of sweep.main, with messages naming the flags
+            spec = sweep._spec_from_args(args)
+            sweep.plan(spec, args.out, part=args.part, max_group=args.max_group,
+                       split_combined=not args.no_split_combined)
+        except ValueError as error:
+            parser.error(flag_message(str(error), SWEEP_FLAGS))
+    try:
+        return sweep.main(argv)
+    except OSError as error:
+        parser.error(f"cannot write {error.filename or 'a file'}: {error.strerror or error}")
+    except KeyboardInterrupt:
+        print(f"\ndiffenvs-sweep: interrupted; run the same command again to resume (finished runs are skipped, "
+              f"the others resume from their checkpoints in {args.out})", file=sys.stderr)
+        return 130

@@ -241,15 +241,22 @@ def write_table(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
     return out
 
 
+COMPARE_FLAGS = {"at-steps": "--at-steps", "cases": "--cases", "methods": "--methods", "minutes": "--minutes",
+                 "out": "OUT", "seed": "--seed", "paths": "--archive", "run_dirs": "OUT"}
+"""Argument names in the library's messages and the flags of ``diffenvs-compare`` that set them."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-compare``."""
+    from trainers.cli import HelpFormatter, _check_out_path, check_file_path, flag_message
+
     parser = argparse.ArgumentParser(
         prog="diffenvs-compare",
         description="Run the RL comparison: for each case, brax PPO, SAC and APG and the gradient strategies "
                     f"bptt and combined (study protocol, clip {GRADIENT_CLIP}) with the same wall-time budget, one "
                     "run directory each under OUT (finished runs are skipped); then print the table and draw the "
                     "figure (test loss against wall time and environment steps).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("out", type=Path, help="output root (one run directory per case and method)")
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="TASK:LEVEL cases")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
@@ -270,6 +277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{LAST_EVALUATIONS} evaluations; with --table, written beside it as NAME_steps.csv/.md")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    for flag, path in (("--table", args.table), ("--plot", args.plot), ("--archive", args.archive)):
+        problem = check_file_path(flag, path)
+        if problem:
+            parser.error(problem)
+    problem = _check_out_path(args.out)
+    if problem:
+        parser.error(problem.replace("--out: ", "OUT: ").replace("choose another --out", "choose another OUT"))
     try:
         for case in args.cases:
             parse_case(case)
@@ -298,17 +312,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             cases = {parse_case(case) for case in args.cases}
             step_rows = [row for row in steps_table(records, args.at_steps) if (row["task"], row["level"]) in cases]
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(flag_message(str(error), COMPARE_FLAGS))
+    except OSError as error:
+        parser.error(f"--out/--archive: cannot write {error.filename or ''}: {error.strerror or error}")
+    except KeyboardInterrupt:
+        print("\ndiffenvs-compare: interrupted; run the same command again to continue (finished runs are "
+              "skipped)", file=sys.stderr)
+        return 130
     print(markdown_table(rows), end="")
-    if args.table is not None:
-        print(f"table: {write_table(rows, args.table)}")
-    if args.at_steps is not None:
-        print(steps_markdown(step_rows, args.at_steps), end="")
+    try:
         if args.table is not None:
-            steps_path = args.table.with_name(f"{args.table.stem}_steps.csv")
-            print(f"table: {write_steps_table(step_rows, args.at_steps, steps_path)}")
-    if args.plot is not None:
-        print(f"plot: {plot_comparison(records, args.plot)}")
+            print(f"table: {write_table(rows, args.table)}")
+        if args.at_steps is not None:
+            print(steps_markdown(step_rows, args.at_steps), end="")
+            if args.table is not None:
+                steps_path = args.table.with_name(f"{args.table.stem}_steps.csv")
+                print(f"table: {write_steps_table(step_rows, args.at_steps, steps_path)}")
+        if args.plot is not None:
+            print(f"plot: {plot_comparison(records, args.plot)}")
+    except OSError as error:
+        parser.error(f"--table/--plot: cannot write {error.filename or ''}: {error.strerror or error}")
     return 0
 
 

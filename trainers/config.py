@@ -53,8 +53,10 @@ class TrainConfig:
     checkpoint_every: epochs between checkpoints (the last epoch is always checkpointed).
     precision: "float32" (the study's) or "float64": the environments, networks, optimizer and metrics
     all compute in it.
+    gradient_variance: also log, per epoch, the mean over batches of the variance of the per-episode
+    BPTT gradients within a batch (column ``gradient_variance``; costs about one more backward pass).
 
-    ``strategy_options`` and ``precision`` appear in :meth:`to_dict` (and so ``config.json``) only when
+    ``strategy_options``, ``precision`` and ``gradient_variance`` appear in :meth:`to_dict` (and so ``config.json``) only when
     they differ from their defaults, so the records of earlier runs stay valid.
     """
 
@@ -76,6 +78,7 @@ class TrainConfig:
     checkpoint_every: int = 10
     strategy_options: dict = dataclasses.field(default_factory=dict)
     precision: str = "float32"
+    gradient_variance: bool = False
 
     def __post_init__(self) -> None:
         canonical_name(self.task)
@@ -99,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if not isinstance(self.strategy_options, dict):
             raise ValueError(f"strategy_options must be a dict of option -> value, got {self.strategy_options!r}")
+        if not isinstance(self.gradient_variance, bool):
+            raise ValueError(f"gradient_variance must be True or False, got {self.gradient_variance!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.make_strategy()
@@ -137,7 +142,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-ready values."""
         record = dataclasses.asdict(self)
-        for name in ("strategy_options", "precision"):
+        for name in _DEFAULTS:
             if record[name] == _DEFAULTS[name]:
                 del record[name]
         if isinstance(self.strategy, Strategy):
@@ -145,7 +150,7 @@ class TrainConfig:
         return record
 
 
-_DEFAULTS = {"strategy_options": {}, "precision": "float32"}
+_DEFAULTS = {"strategy_options": {}, "precision": "float32", "gradient_variance": False}
 
 
 def strategy_fields(text: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ import optax
 from diffenvs.core import EnvState, FunctionalEnv
 from trainers import rundir
 from trainers.config import CLIP_MODES, OPTIMIZERS, TrainConfig
+from trainers.diagnostics import per_episode_gradient_variance
 from trainers.networks import Controller
 from trainers.rollout import Problem, rollout_loss
 from trainers.strategies import STUDY_GATES, Strategy, cosine_similarity, gated_fields, sign_agreement
@@ -182,13 +183,15 @@ def clip_update(update: Any, mode: jax.Array, threshold: float) -> Any:
 
 
 def make_group_epoch(problem: Problem, optimizer: optax.GradientTransformation, batch_size: int,
-                     clip_threshold: float, strategy: Strategy | None, fields: int) -> Callable:
+                     clip_threshold: float, strategy: Strategy | None, fields: int,
+                     gradient_variance: bool = False) -> Callable:
     """The jitted group epoch ``(states, data, train_states, test_states, active) -> (states, metrics)``.
 
     Every argument has a leading run axis. ``strategy`` None means a gated group with ``fields`` (1 or 2)
     backward sweeps per run; otherwise every run uses ``strategy`` (stateless or stateful; its
     ``metric_names`` become metrics). ``optimizer`` is the optimizer without clipping (clipping is
-    per-run data). Inactive runs keep their state.
+    per-run data). Inactive runs keep their state. ``gradient_variance`` adds the metric of that name
+    (:func:`trainers.diagnostics.per_episode_gradient_variance` of each batch, averaged).
     """
     extra_names = () if strategy is None else tuple(n for n in strategy.metric_names if n != "cosine")
 
@@ -214,6 +217,8 @@ def make_group_epoch(problem: Problem, optimizer: optax.GradientTransformation, 
             key, step_key = jax.random.split(current.key)
             loss, raw, cosine, extras, strategy_state = direction(current.params, batch, step_key, data,
                                                                   current.strategy_state)
+            if gradient_variance:
+                extras = {**extras, "gradient_variance": per_episode_gradient_variance(problem, current.params, batch)}
             clipped = clip_update(raw, data.clip_mode, clip_threshold)
             updates, optimizer_state = optimizer.update(clipped, current.optimizer_state, current.params)
             params = optax.apply_updates(current.params, updates)
@@ -232,8 +237,9 @@ def group_key(config: TrainConfig, split_combined: bool = True) -> str:
     record = config.to_dict()
     shared = {name: record[name] for name in ("task", "env_params", "num_train", "num_test", "batch_size",
                                                "optimizer", "learning_rate", "clip_threshold")}
-    if "precision" in record:
-        shared["precision"] = record["precision"]
+    for name in ("precision", "gradient_variance"):
+        if name in record:
+            shared[name] = record[name]
     if is_gated(config):
         shared["kind"] = "gated"
         if split_combined:
@@ -285,9 +291,10 @@ def program_for(config: TrainConfig, fields: int, controller: Controller | None 
     optimizer = optimizer or OPTIMIZERS[config.optimizer](config.learning_rate)
     strategy = None if is_gated(config) else config.make_strategy()
     extra = () if strategy is None else tuple(n for n in strategy.metric_names if n not in rundir.METRIC_COLUMNS)
+    extra += ("gradient_variance",) if config.gradient_variance else ()
     program = Program(problem, optimizer, strategy, fields, config.precision, custom_optimizer,
                       make_group_epoch(problem, optimizer, config.batch_size, config.clip_threshold,
-                                       strategy, fields),
+                                       strategy, fields, config.gradient_variance),
                       jax.jit(jax.vmap(lambda params, states: rollout_loss(problem, params, states))),
                       rundir.METRIC_COLUMNS + extra, {})
     if shareable:
@@ -295,6 +302,43 @@ def program_for(config: TrainConfig, fields: int, controller: Controller | None 
             _PROGRAMS.pop(next(iter(_PROGRAMS)))
         _PROGRAMS[cache_key] = program
     return program
+
+
+# ------------------------------------------------------------------------------------------- devices
+
+def request_host_devices(count: int) -> None:
+    """Ask for ``count`` CPU host devices (``--xla_force_host_platform_device_count``), so that a group's
+    runs can be split over the cores of a machine without accelerators. Must run before jax's first
+    computation; accelerators (GPUs, TPU cores) are found without it."""
+    import os
+    from jax._src import xla_bridge
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"devices must be an integer >= 1, got {count!r}")
+    flag = "--xla_force_host_platform_device_count"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if flag in flags or count == 1:
+        return
+    if xla_bridge._backends:                  # too late: the CPU client exists with its devices
+        return
+    os.environ["XLA_FLAGS"] = f"{flags} {flag}={count}".strip()
+
+
+def group_devices(devices: int | None) -> list:
+    """The first ``devices`` local devices (None: all) over which a group's runs are split."""
+    available = jax.local_devices()
+    if devices is None:
+        return available
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"devices must be an integer >= 1 or None, got {devices!r}")
+    if devices > len(available):
+        raise ValueError(f"devices: {devices} requested, but this process has {len(available)} "
+                         f"({available[0].platform}); on CPU pass --devices before jax starts (the command-line "
+                         f"flag does) or set XLA_FLAGS=--xla_force_host_platform_device_count={devices}")
+    return available[:devices]
+
+
+def _shard_runs(tree: Any, sharding: Any) -> Any:
+    return tree if sharding is None else jax.device_put(tree, sharding)
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -349,7 +393,12 @@ class _Prepared(NamedTuple):
 def _prepare(member: Member, program: Program, overwrite: bool, where: str) -> _Prepared:
     """Config check, initial state and checkpoint of one run."""
     config, run_dir = member.config, member.run_dir
-    existing = rundir.read_config(run_dir) if run_dir is not None else None
+    try:
+        existing = rundir.read_config(run_dir) if run_dir is not None else None
+    except rundir.RunDirError:
+        if not overwrite:
+            raise
+        existing = {}                             # damaged: overwrite deletes what the run had
     if existing is not None and overwrite:
         for name in (rundir.CHECKPOINT_FILE, rundir.METRICS_FILE, rundir.FAILED_FILE):
             (run_dir / name).unlink(missing_ok=True)
@@ -429,7 +478,7 @@ def train_members(program: Program, members: Sequence[Member], *, overwrite: boo
                   where: str = "out", description: str = "",
                   callback: Callable[[int, dict[str, float]], None] | None = None,
                   on_failure: Callable[[int, int, dict[str, float]], None] | None = None,
-                  minutes: float | None = None) -> list[Outcome]:
+                  minutes: float | None = None, devices: int | None = 1) -> list[Outcome]:
     """Train ``members`` (runs of one group) together with ``program`` to their configured epochs.
 
     Each run resumes from its checkpoint and ends with exactly the parameters and metrics of an
@@ -440,14 +489,18 @@ def train_members(program: Program, members: Sequence[Member], *, overwrite: boo
     ``on_failure(index, epoch, row)`` is called and the others go on, or, without ``on_failure``,
     :class:`NonFiniteError` is raised. ``minutes``: a wall-time budget per run (summed ``epoch_seconds``
     across resumes, compilation excluded) after which it stops with a checkpoint.
-    ``where`` names the argument that chose the directories, in error messages.
+    ``where`` names the argument that chose the directories, in error messages. ``devices``: split the
+    runs over this many local devices (None: all; see :func:`group_devices`), padding the group with
+    inactive copies to a multiple of it. The runs are the same computations whatever the split, so the
+    metrics agree to float rounding across device counts.
     """
     with precision_scope(program.precision):
         return _train_members(program, members, overwrite, quiet, where, description, callback, on_failure,
-                              minutes)
+                              minutes, devices)
 
 
-def _train_members(program, members, overwrite, quiet, where, description, callback, on_failure, minutes):
+def _train_members(program, members, overwrite, quiet, where, description, callback, on_failure, minutes,
+                   devices):
     columns = program.columns
     prepared = [_prepare(member, program, overwrite, where) for member in members]
     outcomes: dict[int, Outcome] = {}
@@ -489,15 +542,31 @@ def _train_members(program, members, overwrite, quiet, where, description, callb
         spent.append(sum(row["epoch_seconds"] for row in rows))
 
     epochs = [run.config.epochs for run in runs]
-    failed = [False] * len(runs)
-    stopped = [False] * len(runs)
+    used = group_devices(devices)[:len(runs)]
+    sharding = None
+    padding = 0
+    if len(used) > 1:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        padding = -len(runs) % len(used)              # inactive copies of the first run
+        if padding:
+            state, data, train_states, test_states = jax.tree.map(
+                lambda x: jnp.concatenate([x, jnp.repeat(x[:1], padding, axis=0)]),
+                (state, data, train_states, test_states))
+            last = max(epochs)                        # never active: start = last epoch = max
+            starts, epochs = starts + [last] * padding, epochs + [last] * padding
+        sharding = NamedSharding(Mesh(np.array(used), ("runs",)), PartitionSpec("runs"))
+        state, data, train_states, test_states = _shard_runs((state, data, train_states, test_states), sharding)
+    count = len(runs) + padding
+    failed = [False] * count
+    stopped = [False] * count
     warned = [False] * len(runs)
     strategy_names = [run.config.make_strategy().name for run in runs]
-    active = np.zeros(len(runs), bool)
+    active = np.zeros(count, bool)
     signature = str(jax.tree.map(lambda x: (x.shape, x.dtype), (state, data, train_states, test_states)))
+    signature += f" on {len(used)} devices"
     if signature not in program.executables:
         program.executables[signature] = program.epoch.lower(
-            state, data, train_states, test_states, jnp.asarray(active)).compile()
+            state, data, train_states, test_states, _shard_runs(jnp.asarray(active), sharding)).compile()
     compiled = program.executables[signature]
     progress = _Progress(max(epochs), min(starts), quiet, description, single=len(runs) == 1)
     try:
@@ -507,7 +576,8 @@ def _train_members(program, members, overwrite, quiet, where, description, callb
             if not active.any():
                 break
             started = time.perf_counter()
-            new_state, metrics = compiled(state, data, train_states, test_states, jnp.asarray(active))
+            new_state, metrics = compiled(state, data, train_states, test_states,
+                                          _shard_runs(jnp.asarray(active), sharding))
             metrics = {name: np.asarray(value) for name, value in metrics.items()}
             seconds = time.perf_counter() - started
             rows_now, failures = {}, {}
@@ -531,10 +601,10 @@ def _train_members(program, members, overwrite, quiet, where, description, callb
                 failed[index] = True
                 on_failure(pending[index], epoch, row)
             if failures:                                 # failed runs keep their last good state
-                keep = jnp.asarray([index in rows_now or not active[index] for index in range(len(runs))])
-                new_state = jax.tree.map(
+                keep = jnp.asarray([index in rows_now or not active[index] for index in range(count)])
+                new_state = _shard_runs(jax.tree.map(
                     lambda new, old: jnp.where(keep.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-                    new_state, state)
+                    new_state, state), sharding)
             state = new_state
             for index, row in rows_now.items():
                 spent[index] += seconds

@@ -1,7 +1,8 @@
 """Study-style figures and tables from run directories.
 
-* :func:`plot_runs`: test loss on a log scale of some runs, one colour per strategy, one line style per
-  clipping mode, against epochs, environment steps or wall time;
+* :func:`plot_runs`: test loss on a log scale of some runs, one panel per task and level, one colour per
+  strategy, one line style per clipping mode, against epochs, environment steps or wall time (RL baseline
+  runs only against environment steps or wall time);
 * :func:`plot_study`: the study's figure for a task, one panel per complexity level;
 * :func:`summary_table`: the median test loss of the last epochs per run, and its median and spread
   across seeds.
@@ -211,36 +212,177 @@ def _pyplot():
     return plt
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, smooth: int = 1,
-              title: str | None = None, x: str = "epoch") -> Path:
-    """Draw the test loss of each run against ``x`` (epoch, env_steps or wall_seconds) on a log scale,
-    one colour per strategy and one line style per clipping mode, and save it as a PNG at ``out``.
-    Each entry of ``run_dirs`` is a run directory, a folder holding run directories or a run archive."""
+RL_ALGOS = ("ppo", "sac", "apg")
+MARKERS = ("o", "s", "^", "D", "v", "x", "P", "*")
+"""Markers that tell apart runs of the same strategy and clipping mode within a panel (the first has none)."""
+_NOT_DISTINGUISHING = ("diffenvs_version", "brax_version")
+
+
+def is_rl_run(config: dict[str, Any]) -> bool:
+    """Whether the run is an RL baseline (:mod:`trainers.baseline`): its rows are evaluations, not epochs."""
+    return bool(config.get("algo")) or config.get("strategy") in RL_ALGOS
+
+
+def resolve_x(runs: Sequence[RunRecord], x: str | None) -> str:
+    """The x axis for ``runs``: ``x`` itself, or for None "epoch" unless RL baseline runs are among them
+    ("env_steps" then). ValueError for "epoch" with RL runs, whose rows are evaluations, not epochs."""
+    rl = sorted({strategy_label(record.config) for record in runs if is_rl_run(record.config)})
+    if x is None:
+        return "env_steps" if rl else "epoch"
     if x not in X_AXES:
         raise ValueError(f"x must be one of {X_AXES}, got {x!r}")
+    if x == "epoch" and rl:
+        raise ValueError(f"x: the RL baseline runs ({', '.join(rl)}) have no epochs (their rows are "
+                         f"evaluations); draw them against env_steps or wall_seconds")
+    return x
+
+
+def run_label(config: dict[str, Any]) -> str:
+    """A run's legend entry: the RL algorithm, or the gradient strategy and its clipping mode."""
+    if is_rl_run(config):
+        return strategy_label(config)
+    return f"{strategy_label(config)}, clip {config.get('clip', 'none')}"
+
+
+def _short_task(task: str) -> str:
+    from diffenvs.registry import ALIASES, canonical_name
+    canonical = canonical_name(task)
+    return next((alias for alias, name in ALIASES.items() if name == canonical), canonical)
+
+
+def level_description(config: dict[str, Any]) -> str:
+    """The complexity level in words: "2 poles", "rc = 0.01", "target state 3"."""
+    from diffenvs.registry import canonical_name
+    task, level = canonical_name(config["task"]), run_level(config)
+    if task == "CartPole":
+        return f"{level} pole" + ("" if level == 1 else "s")
+    if task == "GuidanceByRepulsion":
+        return f"rc = {level:g}"
+    if task == "QuantumControl":
+        return f"target state {level}"
+    return str(level)
+
+
+def problem_description(config: dict[str, Any]) -> str:
+    """Task, level and any other environment parameter that differs from its default:
+    "cartpole, 2 poles", "guidance, rc = 0.01, num_drivers = 3"."""
+    from diffenvs.registry import canonical_name
+    from trainers.presets import COMPLEXITY_LEVELS
+    parameter = COMPLEXITY_LEVELS[canonical_name(config["task"])][0]
+    defaults = _facts({"task": config["task"]})[1]
+    others = [f"{key} = {value}" for key, value in sorted(config.get("env_params", {}).items())
+              if key != parameter and defaults.get(key) != value]
+    return ", ".join([_short_task(config["task"]), level_description(config), *others])
+
+
+def _problem_key(config: dict[str, Any]) -> tuple[str, str]:
+    """Runs of equal keys share a panel: the canonical task and all environment parameters (defaults
+    filled in), so that baselines (short task names) and trainers (canonical names) meet."""
+    from diffenvs.registry import canonical_name
+    return canonical_name(config["task"]), json.dumps(_facts(config)[1], sort_keys=True, default=str)
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+def _variant_labels(records: Sequence[RunRecord]) -> list[str]:
+    """For runs sharing a legend entry: what sets each apart (the config fields in which they differ,
+    e.g. "seed 1", or else the run directory's name)."""
+    keys = sorted({key for record in records for key in record.config} - set(_NOT_DISTINGUISHING))
+    differing = [key for key in keys
+                 if len({json.dumps(record.config.get(key), sort_keys=True, default=str) for record in records}) > 1]
+    labels = [", ".join(f"{key} {_compact(record.config.get(key))}" for key in differing) for record in records]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label}, {record.run_dir.name}" if label else record.run_dir.name
+                  for label, record in zip(labels, records)]
+    return labels
+
+
+def runs_figure(run_dirs: Sequence[str | Path | RunRecord], *, smooth: int = 1, title: str | None = None,
+                x: str | None = None) -> Any:
+    """The figure of :func:`plot_runs` (a matplotlib Figure, not saved)."""
     runs = find_runs(run_dirs)
+    if not runs:
+        raise ValueError(f"run_dirs: no runs found in {[str(path) for path in run_dirs]}")
+    x = resolve_x(runs, x)
+    panels: dict[tuple[str, str], list[RunRecord]] = {}
+    for record in runs:
+        panels.setdefault(_problem_key(record.config), []).append(record)
     plt = _pyplot()
     colours = _colours([strategy_label(record.config) for record in runs])
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    _draw_runs(axes, runs, colours, x=x, smooth=smooth)
-    axes.set_title(title or ", ".join(sorted({_describe(record.config) for record in runs})))
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    return _save(figure, out)
+    count = len(panels)
+    columns = 1 if count == 1 else 2 if count <= 4 else 3
+    rows = math.ceil(count / columns)
+    size = (7, 4.5) if count == 1 else (5.6 * columns, 3.9 * rows)
+    figure, axes = plt.subplots(rows, columns, figsize=size, squeeze=False)
+    ordered = sorted(panels.values(), key=lambda records: (_problem_key(records[0].config)[0],
+                                                           str(run_level(records[0].config)),
+                                                           problem_description(records[0].config)))
+    for panel, records in zip(axes.flat, ordered):
+        _draw_runs(panel, records, colours, x=x, smooth=smooth)
+        panel.set_title(problem_description(records[0].config) if count > 1 or title is None else title,
+                        fontsize=10 if count > 1 else None)
+    for panel in list(axes.flat)[count:]:
+        panel.set_visible(False)
+    if count == 1:
+        axes[0, 0].legend(fontsize=8)
+        figure.tight_layout()
+    else:
+        handles: dict[str, Any] = {}
+        for panel in axes.flat:
+            for handle, label in zip(*panel.get_legend_handles_labels()):
+                handles.setdefault(label, handle)
+        figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 4),
+                      fontsize=8, frameon=False)
+        figure.suptitle(title or "test loss")
+        figure.tight_layout(rect=(0, 0.03 + 0.03 * math.ceil(len(handles) / 4), 1, 1))
+    return figure
+
+
+def plot_runs(run_dirs: Sequence[str | Path | RunRecord], out: str | Path, *, smooth: int = 1,
+              title: str | None = None, x: str | None = None) -> Path:
+    """Draw the test loss of each run on a log scale and save it as a PNG at ``out``.
+
+    One panel per problem (task, level and other environment parameters), titled e.g. "cartpole, 2
+    poles" (``title`` replaces the title of a single panel, or is the figure's title above several);
+    one colour per strategy and one line style per clipping mode, the same in every panel; runs that
+    share both within a panel get markers and their differences (e.g. "seed 1") in the legend.
+    ``x``: "epoch", "env_steps" or "wall_seconds"; None takes epochs unless RL baseline runs are among
+    them (their rows are evaluations, so they are drawn against environment steps or wall time only).
+    Each entry of ``run_dirs`` is a run directory, a folder holding run directories or a run archive.
+    """
+    return _save(runs_figure(run_dirs, smooth=smooth, title=title, x=x), out)
 
 
 def _draw_runs(axes: Any, runs: Sequence[RunRecord], colours: dict[str, str], *, x: str, smooth: int) -> None:
-    """One line per run: test loss (moving average over ``smooth`` rows) against ``x``, log scale."""
-    labelled = set()
+    """One line per run: test loss (moving average over ``smooth`` rows) against ``x``, log scale; colour
+    by strategy, line style by clipping mode, and a marker for each further run of the same legend entry."""
+    groups: dict[str, list[RunRecord]] = {}
     for record in runs:
-        config = record.config
-        strategy, clip = strategy_label(config), str(config.get("clip", "none"))
-        loss = moving_average(record.columns["test_loss"], smooth)
-        label = f"{strategy} (clip {clip})"
-        axes.plot(x_values(record, x), loss, color=colours[strategy], linestyle=LINE_STYLES.get(clip, "-"),
-                  label=None if label in labelled else label, linewidth=1.4)
-        labelled.add(label)
+        groups.setdefault(run_label(record.config), []).append(record)
+    def order(item: tuple[str, list[RunRecord]]) -> tuple:
+        clip = str(item[1][0].config.get("clip", "none"))
+        return (strategy_rank(strategy_label(item[1][0].config)),
+                list(LINE_STYLES).index(clip) if clip in LINE_STYLES else len(LINE_STYLES), item[0])
+
+    for label, records in sorted(groups.items(), key=order):
+        variants = _variant_labels(records) if len(records) > 1 else [""]
+        for index, (record, variant) in enumerate(zip(records, variants)):
+            config = record.config
+            strategy, clip = strategy_label(config), str(config.get("clip", "none"))
+            loss = moving_average(record.columns["test_loss"], smooth)
+            marker = None if index == 0 else MARKERS[(index - 1) % len(MARKERS)]
+            axes.plot(x_values(record, x), loss, color=colours[strategy], linestyle=LINE_STYLES.get(clip, "-"),
+                      label=f"{label} ({variant})" if variant else label, linewidth=1.4, marker=marker,
+                      markevery=max(1, len(loss) // 8), markersize=4)
     axes.set_yscale("log")
+    if x == "env_steps":
+        axes.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
     axes.set_xlabel(X_LABELS[x])
     axes.set_ylabel("test loss")
     axes.grid(True, which="both", alpha=0.3)
@@ -254,7 +396,6 @@ def plot_comparison(paths: Sequence[str | Path | RunRecord], out: str | Path, *,
     if not runs:
         raise ValueError(f"paths: no runs found in {[str(path) for path in paths]}")
     from diffenvs.registry import canonical_name
-    from trainers.presets import COMPLEXITY_LEVELS
     cases: dict[tuple[str, str], list[RunRecord]] = {}
     for record in runs:                             # baselines record the short task name, trainers the canonical
         cases.setdefault((canonical_name(record.config["task"]), str(run_level(record.config))), []).append(record)
@@ -265,7 +406,7 @@ def plot_comparison(paths: Sequence[str | Path | RunRecord], out: str | Path, *,
         for column, x in enumerate(("wall_seconds", "env_steps")):
             _draw_runs(axes[row, column], records, colours, x=x, smooth=smooth)
             axes[row, column].set_xscale("log" if x == "env_steps" else "linear")
-            axes[row, column].set_title(f"{task}, {COMPLEXITY_LEVELS[task][0]} = {level}", fontsize=10)
+            axes[row, column].set_title(problem_description(records[0].config), fontsize=10)
     handles = {}
     for panel in axes.flat:
         for handle, label in zip(*panel.get_legend_handles_labels()):
@@ -274,11 +415,6 @@ def plot_comparison(paths: Sequence[str | Path | RunRecord], out: str | Path, *,
     figure.suptitle(title or "test loss: RL baselines and gradient strategies")
     figure.tight_layout(rect=(0, 0.04, 1, 0.98))
     return _save(figure, out)
-
-
-def _describe(config: dict) -> str:
-    params = ", ".join(f"{key}={value}" for key, value in sorted(config.get("env_params", {}).items()))
-    return f"{config['task']} ({params})" if params else config["task"]
 
 
 def run_level(config: dict[str, Any]) -> Any:
@@ -290,21 +426,23 @@ def run_level(config: dict[str, Any]) -> Any:
 
 
 def plot_study(paths: Sequence[str | Path], task: str, out: str | Path, *, smooth: int = 30,
-               x: str = "epoch", title: str | None = None) -> Path:
+               x: str | None = None, title: str | None = None) -> Path:
     """The study's figure for ``task``: one panel per complexity level (2 x 2 for four levels, 1 x 3 for
-    three), test loss on a log scale against ``x``, a trailing moving average over ``smooth`` rows, one
+    three), test loss on a log scale against ``x`` (None: epochs, or environment steps when RL baseline
+    runs are among them, see :func:`resolve_x`), a trailing moving average over ``smooth`` rows, one
     colour per strategy and one line style per clipping mode. With several seeds a line is the median
     across seeds and a light band spans their minimum and maximum.
     """
     from diffenvs.registry import canonical_name
     from trainers.presets import COMPLEXITY_LEVELS
-    if x not in X_AXES:
+    if x is not None and x not in X_AXES:
         raise ValueError(f"x must be one of {X_AXES}, got {x!r}")
     name = canonical_name(task)
     parameter, study_levels = COMPLEXITY_LEVELS[name]
     runs = [record for record in find_runs(paths) if canonical_name(record.config["task"]) == name]
     if not runs:
         raise ValueError(f"task: no runs of {name} under {[str(p) for p in paths]}")
+    x = resolve_x(runs, x)
     levels = list(study_levels) + sorted({run_level(r.config) for r in runs} - set(study_levels), key=str)
     columns = 2 if len(levels) == 4 else min(len(levels), 3)
     rows = math.ceil(len(levels) / columns)
@@ -314,16 +452,18 @@ def plot_study(paths: Sequence[str | Path], task: str, out: str | Path, *, smoot
     handles: dict[str, Any] = {}
     for panel, level in zip(axes.flat, levels):
         curves: dict[tuple[str, str], list[RunRecord]] = {}
+        labels: dict[tuple[str, str], str] = {}
         for record in runs:
             if run_level(record.config) == level:
                 key = (strategy_label(record.config), str(record.config.get("clip", "none")))
                 curves.setdefault(key, []).append(record)
+                labels[key] = run_label(record.config)
         for (strategy, clip), records in sorted(curves.items(), key=lambda item: (
                 list(colours).index(item[0][0]), list(LINE_STYLES).index(item[0][1]) if item[0][1] in LINE_STYLES else 9)):
             length = min(len(r.columns["test_loss"]) for r in records)
             losses = np.stack([moving_average(r.columns["test_loss"], smooth)[:length] for r in records])
             xs = np.median(np.stack([x_values(r, x)[:length] for r in records]), axis=0)
-            label = f"{strategy}, clip {clip}"
+            label = labels[(strategy, clip)]
             (line,) = panel.plot(xs, np.median(losses, axis=0), color=colours[strategy],
                                  linestyle=LINE_STYLES.get(clip, "-"), linewidth=1.3, label=label)
             if len(records) > 1:
@@ -331,13 +471,16 @@ def plot_study(paths: Sequence[str | Path], task: str, out: str | Path, *, smoot
                                    linewidth=0)
             handles.setdefault(label, line)
         panel.set_yscale("log")
-        panel.set_title(f"{parameter} = {level}" + ("" if curves else " (no runs)"), fontsize=10)
+        description = level_description({"task": name, "env_params": {parameter: level}})
+        panel.set_title(description + ("" if curves else " (no runs)"), fontsize=10)
+        if x == "env_steps":
+            panel.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         panel.set_xlabel(X_LABELS[x])
         panel.set_ylabel("test loss")
         panel.grid(True, which="both", alpha=0.3)
     for panel in list(axes.flat)[len(levels):]:
         panel.set_visible(False)
-    figure.suptitle(title or f"{name}: test loss (moving average over {smooth})")
+    figure.suptitle(title or f"{_short_task(name)}: test loss (moving average over {smooth})")
     figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6), fontsize=8,
                   frameon=False)
     figure.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(handles) / 6), 1, 1))

@@ -33,7 +33,7 @@ from diffenvs.registry import canonical_name
 from trainers import rundir
 from trainers.config import CLIP_MODES, TrainConfig, strategy_fields
 from trainers.engine import (
-    GATED_STRATEGIES, Member, group_key, program_for, train_members,
+    GATED_STRATEGIES, Member, group_key, program_for, request_host_devices, train_members,
 )
 from trainers.presets import COMPLEXITY_LEVELS, study_preset
 from trainers.strategies import Strategy, strategy_names
@@ -59,7 +59,7 @@ def _parse_strategy(entry: str | Strategy) -> dict[str, Any]:
     try:
         return strategy_fields(entry)
     except ValueError as error:
-        raise ValueError(f"strategies: {error}") from None
+        raise ValueError(f"strategies: {error}".replace("strategies: strategy must", "strategies: each must")) from None
 
 
 def _non_empty(name: str, values: Any) -> tuple:
@@ -275,13 +275,39 @@ class SweepResult(NamedTuple):
 
 
 def train_group(group: Group, *, overwrite: bool = False, quiet: bool = True,
-                callback: Callable[[Run, dict[str, float]], None] | None = None) -> list[RunStatus]:
+                callback: Callable[[Run, dict[str, float]], None] | None = None,
+                devices: int | None = None) -> list[RunStatus]:
     """Train the unfinished runs of a group together (resuming from checkpoints); returns each run's
     status. This is the unit of work that executors distribute.
 
     A run that hits a non-finite value gets ``failed.json`` and keeps its last good checkpoint while
-    the others go on; it is skipped afterwards (``overwrite`` starts it afresh).
+    the others go on; it is skipped afterwards (``overwrite`` starts it afresh). The group's run
+    directories are locked while it trains (all or none); a group that another process holds raises
+    :class:`~trainers.rundir.RunDirBusyError`. ``devices``: split the group's runs over this many local
+    devices (None: all of them; see :func:`trainers.engine.group_devices`).
     """
+    locks = rundir.lock_all([run.run_dir for run in group.runs])
+    if locks is None:
+        busy = next(run.run_dir for run in group.runs if not _free(run.run_dir))
+        raise rundir.RunDirBusyError(f"a group of {len(group.runs)} runs is being trained by another process "
+                                     f"({busy} is locked)")
+    try:
+        return _train_claimed_group(group, overwrite, quiet, callback, devices)
+    finally:
+        for held in locks:
+            held.release()
+
+
+def _free(run_dir: Path) -> bool:
+    held = rundir.try_lock(run_dir)
+    if held is not None:
+        held.release()
+    return held is not None
+
+
+def _train_claimed_group(group: Group, overwrite: bool, quiet: bool,
+                         callback: Callable[[Run, dict[str, float]], None] | None,
+                         devices: int | None) -> list[RunStatus]:
     statuses: dict[str, RunStatus] = {}
     members = []
     for run in group.runs:
@@ -304,7 +330,7 @@ def train_group(group: Group, *, overwrite: bool = False, quiet: bool = True,
         config = members[0].config
         outcomes = train_members(
             program, [Member(run.config, run.run_dir, run.name, config_record(run.config)) for run in members],
-            overwrite=overwrite, quiet=quiet, where="out_root", on_failure=failed,
+            overwrite=overwrite, quiet=quiet, where="out_root", on_failure=failed, devices=devices,
             description=f"{config.task} {config.env_params}: {len(members)} runs",
             callback=None if callback is None else lambda index, row: callback(members[index], row))
         for run, outcome in zip(members, outcomes):
@@ -315,20 +341,37 @@ def train_group(group: Group, *, overwrite: bool = False, quiet: bool = True,
 
 def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | str = (1, 1),
               max_group: int | None = None, split_combined: bool = True, overwrite: bool = False, quiet: bool = False,
-              callback: Callable[[Run, dict[str, float]], None] | None = None) -> SweepResult:
+              callback: Callable[[Run, dict[str, float]], None] | None = None,
+              devices: int | None = None) -> SweepResult:
     """Train part ``I/N`` of the grid ``spec`` into run directories under ``out_root``.
 
-    Finished runs are skipped, interrupted runs resume from their checkpoints, runs that hit a
+    Several processes may run the same sweep on the same ``out_root`` at once: each group is trained by
+    the first that locks it, the others go on with the remaining groups and then wait for the ones still
+    held, so each run is trained once and the result equals one sweep's. Finished runs are skipped,
+    interrupted runs resume from their checkpoints, runs that hit a
     non-finite value are marked with ``failed.json`` and skipped afterwards (``overwrite=True`` starts
     every run of the part afresh). ``callback(run, row)`` is called after each run's epoch is recorded
     (and checkpointed when due); raising from it stops the sweep. ``max_group`` bounds the runs per
-    vmapped program (memory); ``split_combined`` see :func:`plan`.
+    vmapped program (memory); ``split_combined`` see :func:`plan`. ``devices``: split each group's runs
+    over this many local devices (None: all).
     """
     started = time.perf_counter()
     groups = plan(spec, out_root, part=part, max_group=max_group, split_combined=split_combined)
     statuses: list[RunStatus] = []
-    for group in groups:
-        statuses += train_group(group, overwrite=overwrite, quiet=quiet, callback=callback)
+    pending = list(groups)
+    while pending:                  # groups that another sweep process trains are taken up afterwards
+        deferred = []
+        for group in pending:
+            try:
+                statuses += train_group(group, overwrite=overwrite, quiet=quiet, callback=callback,
+                                        devices=devices)
+            except rundir.RunDirBusyError:
+                deferred.append(group)
+        if len(deferred) == len(pending):
+            time.sleep(1.0)
+        pending = deferred
+    order = {run.name: index for index, run in enumerate(run for group in groups for run in group.runs)}
+    statuses.sort(key=lambda status: order[status.run.name])
     return SweepResult(statuses, time.perf_counter() - started)
 
 
@@ -374,6 +417,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="vary a TrainConfig field over comma-separated JSON values, e.g. learning_rate=1e-3,1e-4")
     parser.add_argument("--part", default="1/1", help="train part I of N (disjoint parts covering the grid)")
     parser.add_argument("--max-group", type=int, default=None, help="at most this many runs per vmapped program")
+    parser.add_argument("--devices", type=int, default=None,
+                        help="split each group's runs over N local devices (GPUs, TPU cores; on a CPU-only "
+                             "machine N host devices, one per core is a good choice); default: all devices")
+    parser.add_argument("--precision", choices=("float32", "float64"), default=None,
+                        help="floating-point precision of every run (default: float32)")
     parser.add_argument("--no-split-combined", action="store_true",
                         help="train combined runs in the same program as the other gated strategies "
                              "(by default they form their own groups, which is faster)")
@@ -402,6 +450,8 @@ def _spec_from_args(args: argparse.Namespace) -> SweepSpec:
         options["epochs"] = args.epochs
     if args.checkpoint_every is not None:
         options["checkpoint_every"] = args.checkpoint_every
+    if args.precision is not None:
+        options["precision"] = args.precision
     vary = {}
     for text in args.vary:
         name, value = _parse_assignment(text, "--vary")
@@ -423,6 +473,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-sweep``."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.devices is not None:
+        try:
+            request_host_devices(args.devices)
+        except ValueError as error:
+            parser.error(f"--{error}")
     if args.merge and args.export is None:
         parser.error("--merge applies to --export")
     if args.export is not None or args.import_ is not None:
@@ -456,7 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         result = run_sweep(spec, args.out, part=args.part, max_group=args.max_group,
-                           split_combined=not args.no_split_combined, overwrite=args.overwrite, quiet=args.quiet)
+                           split_combined=not args.no_split_combined, overwrite=args.overwrite, quiet=args.quiet,
+                           devices=args.devices)
     except ValueError as error:
         parser.error(str(error))
     counts = {status: sum(1 for s in result.runs if s.status == status) for status in ("trained", "finished", "failed")}
@@ -466,11 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _finished(run: Run) -> bool:
-    path = run.run_dir / rundir.CHECKPOINT_FILE
-    if not path.exists():
-        return False
-    with np.load(path, allow_pickle=False) as archive:
-        return int(archive["epoch"]) >= run.config.epochs
+    epoch = rundir.checkpoint_epoch(run.run_dir)
+    return epoch is not None and epoch >= run.config.epochs
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ same loop as a sweep's groups. The Python loop over epochs only writes metrics a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -13,6 +14,7 @@ from typing import Any, Callable, NamedTuple
 import optax
 
 import diffenvs
+from trainers import rundir
 from trainers.checks import check_finite_positive
 from trainers.config import CLIP_MODES, OPTIMIZERS, PRECISIONS, TrainConfig, strategy_fields
 from trainers.engine import (
@@ -37,7 +39,8 @@ class TrainResult(NamedTuple):
 def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
           controller: Controller | None = None, optimizer: optax.GradientTransformation | None = None,
           quiet: bool = False, overwrite: bool = False, minutes: float | None = None,
-          callback: Callable[[dict[str, float]], None] | None = None, **overrides: Any) -> TrainResult:
+          callback: Callable[[dict[str, float]], None] | None = None, wait: bool = False,
+          **overrides: Any) -> TrainResult:
     """Train a controller; returns its params and per-epoch metrics.
 
     ``config`` (or keyword overrides of :class:`TrainConfig`) defines the run. With ``out`` the run
@@ -50,6 +53,10 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
     recorded (and checkpointed when due); raising from it stops the run. ``controller`` replaces the
     study's network; ``optimizer`` (any optax transformation) replaces the named optimizer and the
     clipping.
+
+    While it trains, the process holds the lock of the run directory (:func:`trainers.rundir.lock`):
+    another ``train`` on the same directory raises :class:`~trainers.rundir.RunDirBusyError` naming the
+    process that holds it, or, with ``wait``, waits for it.
 
     ``minutes`` is a wall-time budget: training stops (with a checkpoint) after the first epoch at which
     the run's training time, the sum of its ``epoch_seconds`` across resumes (compilation excluded),
@@ -74,8 +81,9 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
     label = str(run_dir) if run_dir is not None else f"{program.problem.env.name} run"
     member = Member(config, run_dir, label, record)
     strategy_name = config.make_strategy().name
-    (outcome,) = train_members(program, [member], overwrite=overwrite, quiet=quiet, minutes=minutes,
-                               description=f"{program.problem.env.name} {strategy_name}",
-                               callback=None if callback is None else lambda index, row: callback(row))
+    with rundir.lock(run_dir, wait=wait) if run_dir is not None else contextlib.nullcontext():
+        (outcome,) = train_members(program, [member], overwrite=overwrite, quiet=quiet, minutes=minutes,
+                                   description=f"{program.problem.env.name} {strategy_name}",
+                                   callback=None if callback is None else lambda index, row: callback(row))
     return TrainResult(outcome.params, outcome.rows, run_dir)
 

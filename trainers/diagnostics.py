@@ -1,0 +1,484 @@
+"""Diagnostics of why backpropagation through time struggles: gradient norms against the horizon,
+the largest Lyapunov exponent of the closed loop, and the spread of per-episode gradients.
+
+All functions take a :class:`trainers.rollout.Problem`, controller parameters and a batch of initial
+states (an :class:`EnvState` with a leading batch axis), are pure JAX (``lax.scan`` inside) and can
+be jitted with the problem and any integer arguments held static (e.g. in a closure).
+
+* :func:`horizon_gradients` / :func:`gradient_norm_by_horizon`: the gradient of the batch loss of
+  the first H steps with respect to the parameters, for several H, from one forward rollout.
+* :func:`lyapunov_exponent`: the finite-time largest Lyapunov exponent of the closed-loop map
+  x_{t+1} = S(x_t, N(x_t)) per instance, by propagating a tangent vector with ``jax.jvp``.
+* :func:`per_episode_gradient_variance`: the trace of the covariance of the per-episode gradients.
+
+``diffenvs-diagnose`` (:func:`main`) prints and plots them for the study's tasks and levels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffenvs.core import EnvState
+from trainers.rollout import Gate, Problem, plain_gate, rollout_loss
+
+Array = jax.Array
+
+
+# ------------------------------------------------------------------------------ gradient vs horizon
+
+def _check_horizons(horizons: Sequence[int], num_steps: int) -> tuple[int, ...]:
+    """The horizons as a tuple of Python ints in 1..num_steps, or ValueError naming them."""
+    values = tuple(horizons)
+    if not values or any(isinstance(h, bool) or not isinstance(h, (int, np.integer))
+                         or not 1 <= h <= num_steps for h in values):
+        raise ValueError(f"horizons must be a non-empty sequence of integers in 1..num_steps = "
+                         f"1..{num_steps}, got {horizons!r}")
+    return tuple(int(h) for h in values)
+
+
+def horizon_step_losses(problem: Problem, params: Any, initial_states: EnvState,
+                        steps: int | None = None) -> tuple[Array, Array]:
+    """The two per-step loss terms of a closed-loop rollout of ``steps`` steps (default: the episode).
+
+    Returns ``(step_losses, final_losses)``, each of shape (steps,): the batch-mean loss contribution
+    of step t (``problem.simulate``'s), and the batch-mean loss of step t scored as if it were the
+    episode's last step (the environment's reward with the next state's time set to ``num_steps``).
+    The loss of the episode stopped after H steps is ``sum(step_losses[:H-1]) + final_losses[H-1]``.
+    """
+    steps = problem.num_steps if steps is None else steps
+    env, env_params = problem.env, problem.env_params
+    last_time = jnp.asarray(problem.num_steps, jnp.int32)
+
+    def final_loss(physics: Array, time: Array, control: Array, next_physics: Array) -> Array:
+        reward = env.reward(EnvState(physics, time), control, EnvState(next_physics, last_time), None,
+                            env_params)
+        return -reward
+
+    def body(state: EnvState, _: Array) -> tuple[EnvState, tuple[Array, Array]]:
+        controls = problem.control(params, state.physics, state.time)
+        next_physics, loss = problem.simulate(state.physics, state.time, controls)
+        final = jnp.mean(jax.vmap(final_loss)(state.physics, state.time, controls, next_physics))
+        return EnvState(next_physics, state.time + 1), (loss, final)
+
+    _, (step_losses, final_losses) = jax.lax.scan(body, initial_states, jnp.arange(steps))
+    return step_losses, final_losses
+
+
+def horizon_gradients(problem: Problem, params: Any, initial_states: EnvState,
+                      horizons: Sequence[int]) -> tuple[Array, Any]:
+    """Losses and parameter gradients of the episode stopped after each of ``horizons`` steps.
+
+    The loss of horizon H is the batch-mean loss of the first H steps with step H-1 scored as the
+    episode's last: for losses summed over steps (guidance, quantum, cart-pole CONTINUOUS) the partial
+    sum of the first H step contributions (with the environment's own normalisation, e.g. 1/Nt of the
+    full episode); for the cart-pole's FINAL loss the angle loss of the state after H steps. At H =
+    ``problem.num_steps`` it is the episode's loss (``rollout_loss``).
+
+    One forward rollout of max(horizons) steps, then one reverse pass carrying a batch of
+    len(horizons) cotangents. Returns ``(losses (K,), gradients)`` where ``gradients`` has the
+    structure of ``params`` with a leading axis of size K = len(horizons).
+    """
+    horizons = _check_horizons(horizons, problem.num_steps)
+    steps = max(horizons)
+    index = np.arange(steps)
+    step_weights = jnp.asarray([(index < h - 1) for h in horizons], jnp.result_type(float))
+    final_weights = jnp.asarray([(index == h - 1) for h in horizons], jnp.result_type(float))
+    (step_losses, final_losses), backward = jax.vjp(
+        lambda p: horizon_step_losses(problem, p, initial_states, steps), params)
+    losses = step_weights @ step_losses + final_weights @ final_losses
+    (gradients,) = jax.vmap(lambda w_step, w_final: backward((w_step, w_final)))(step_weights, final_weights)
+    return losses, gradients
+
+
+def _norms(stacked_tree: Any) -> Array:
+    """L2 norm of each entry along the leading axis of a pytree seen as flat vectors, shape (K,)."""
+    leaves = jax.tree.leaves(stacked_tree)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.reshape(leaf.shape[0], -1)), axis=1) for leaf in leaves))
+
+
+def gradient_norm_by_horizon(problem: Problem, params: Any, initial_states: EnvState,
+                             horizons: Sequence[int]) -> Array:
+    """L2 norm of the parameter gradient of the batch loss of the first H steps, for each H in
+    ``horizons`` (integers in 1..num_steps); shape (len(horizons),). See :func:`horizon_gradients`
+    for the loss of a horizon."""
+    _, gradients = horizon_gradients(problem, params, initial_states, horizons)
+    return _norms(gradients)
+
+
+# ----------------------------------------------------------------------------- Lyapunov exponent
+
+def time_step(problem: Problem) -> float | None:
+    """The environment's time step ``env_params.dt`` as a float (cart-pole: s; guidance and quantum:
+    the environments' own time units), or None when the environment has none."""
+    dt = getattr(problem.env_params, "dt", None)
+    return None if dt is None else float(dt)
+
+
+def lyapunov_exponent(problem: Problem, params: Any, initial_states: EnvState, steps: int | None = None,
+                      *, key: Array | None = None, through_network: bool = True) -> Array:
+    """Finite-time largest Lyapunov exponent of the closed loop from each initial state, shape (batch,).
+
+    The map is x_{t+1} = S(x_t, N(x_t; θ)); its state Jacobian J_t = A_t + B_t K_t takes both paths
+    (A_t = ∂S/∂x, B_t = ∂S/∂c, K_t = ∂N/∂x). A random unit tangent vector per instance (v_0 =
+    ``jax.random.normal(key, physics.shape)`` normalised per instance, ``key`` default PRNGKey(0)) is
+    pushed forward with ``jax.jvp`` and renormalised after every step; the
+    result is the mean over ``steps`` steps (default: the episode) of the log of its growth, i.e.
+    (1/T) log ‖J_{T-1} ⋯ J_0 v_0‖, in natural-log units **per step** (divide by :func:`time_step` for
+    per unit of time). It tends to the largest exponent as T grows, for almost every v_0. Positive:
+    nearby trajectories separate exponentially (chaotic closed loop, exploding BPTT gradients);
+    negative: they converge (vanishing gradients). ``through_network=False`` drops the network path
+    (J_t = A_t, the Jacobian that the ``modified`` strategy's adjoint propagates).
+    """
+    steps = problem.num_steps if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    key = jax.random.PRNGKey(0) if key is None else key
+
+    def closed_loop(physics: Array, time: Array) -> Array:
+        network_physics = physics if through_network else jax.lax.stop_gradient(physics)
+        controls = problem.control(params, network_physics[None], time[None])
+        next_physics, _ = problem.simulate(physics[None], time[None], controls)
+        return next_physics[0]
+
+    def unit(vectors: Array) -> tuple[Array, Array]:
+        norms = jnp.sqrt(jnp.sum(jnp.square(vectors.reshape(vectors.shape[0], -1)), axis=1))
+        return vectors / norms.reshape((-1,) + (1,) * (vectors.ndim - 1)), norms
+
+    def push(physics: Array, time: Array, tangent: Array) -> tuple[Array, Array]:
+        return jax.jvp(lambda x: closed_loop(x, time), (physics,), (tangent,))
+
+    def body(carry: tuple[Array, Array, Array], _: Array) -> tuple[tuple[Array, Array, Array], Array]:
+        physics, time, tangent = carry
+        next_physics, next_tangent = jax.vmap(push)(physics, time, tangent)
+        next_tangent, growth = unit(next_tangent)
+        return (next_physics, time + 1, next_tangent), jnp.log(growth)
+
+    physics = initial_states.physics
+    tangent, _ = unit(jax.random.normal(key, physics.shape, physics.dtype))
+    _, log_growth = jax.lax.scan(body, (physics, initial_states.time, tangent), jnp.arange(steps))
+    return jnp.mean(log_growth, axis=0)
+
+
+# ------------------------------------------------------------------ per-episode gradient variance
+
+def per_episode_gradients(problem: Problem, params: Any, initial_states: EnvState,
+                          gate: Gate = plain_gate) -> Any:
+    """Each episode's parameter gradient of its own loss: the structure of ``params`` with a leading
+    batch axis. Their mean is the gradient of the batch loss. ``gate`` selects the strategy (default:
+    plain BPTT, see :mod:`trainers.rollout`)."""
+    def single(state: EnvState) -> Any:
+        batch_of_one = jax.tree.map(lambda x: x[None], state)
+        return jax.grad(lambda p: rollout_loss(problem, p, batch_of_one, gate))(params)
+
+    return jax.vmap(single)(initial_states)
+
+
+def per_episode_gradient_variance(problem: Problem, params: Any, initial_states: EnvState,
+                                  gate: Gate = plain_gate) -> Array:
+    """Variance across the batch's episodes of the per-episode gradients g_i, summed over parameters:
+    the trace of their covariance, Σ_i ‖g_i − ḡ‖² / (n − 1) with the unbiased divisor n − 1 (n =
+    batch size, at least 2). Scalar, in squared loss units per squared parameter unit."""
+    count = initial_states.physics.shape[0]
+    if count < 2:
+        raise ValueError(f"initial_states must hold at least 2 episodes for a variance, got {count}")
+    gradients = per_episode_gradients(problem, params, initial_states, gate)
+    squares = [jnp.sum(jnp.square(leaf - jnp.mean(leaf, axis=0))) for leaf in jax.tree.leaves(gradients)]
+    return sum(squares) / (count - 1)
+
+
+# ----------------------------------------------------------------------------------- command line
+
+DEFAULT_TASKS = ("cartpole", "guidance", "quantum")
+MAX_STATES = 256
+"""The study's training-set size: ``--states`` takes the first states of a study run's training set."""
+
+
+def diagnosis_horizons(num_steps: int, count: int) -> tuple[int, ...]:
+    """About ``count`` horizons evenly spaced in 1..num_steps, always with 1, N/4, N/2 and N (rounded
+    down, at least 1), sorted and distinct."""
+    spaced = np.linspace(1, num_steps, max(count, 1)).round().astype(int).tolist()
+    quarters = [max(1, num_steps // 4), max(1, num_steps // 2), 1, num_steps]
+    return tuple(sorted(set(spaced + quarters)))
+
+
+def _diagnose_problem(problem: Problem, params: Any, batch: EnvState, key: Array, horizons: int) -> dict[str, Any]:
+    """The diagnostics of ``params`` on ``batch``: horizons, losses, gradient norms, exponents, spread."""
+    chosen = diagnosis_horizons(problem.num_steps, horizons)
+    losses, gradients = jax.jit(lambda p, s: horizon_gradients(problem, p, s, chosen))(params, batch)
+    lyapunov = jax.jit(lambda p, s: lyapunov_exponent(problem, p, s, key=key))(params, batch)
+    variance = jax.jit(lambda p, s: per_episode_gradient_variance(problem, p, s))(params, batch)
+    return {"num_steps": problem.num_steps, "dt": time_step(problem), "horizons": np.asarray(chosen),
+            "losses": np.asarray(losses), "gradient_norms": np.asarray(_norms(gradients)),
+            "lyapunov": np.asarray(lyapunov), "episode_spread": math.sqrt(float(variance))}
+
+
+def _training_batch(problem: Problem, seed: int, num_train: int, states: int) -> tuple[Array, Array, EnvState]:
+    """(init key, tangent key, the first ``states`` training states) of the run with ``seed``."""
+    from trainers.training import initial_states
+
+    key = jax.random.PRNGKey(seed)
+    train_key, _, init_key, _ = jax.random.split(key, 4)   # the split of trainers.training.train
+    batch = jax.tree.map(lambda x: x[:states], initial_states(problem.env, train_key, num_train))
+    return init_key, jax.random.fold_in(key, 1), batch
+
+
+def diagnose(task: str, level: Any, *, seed: int = 0, states: int = 32, horizons: int = 20,
+             num_steps: int | None = None) -> dict[str, Any]:
+    """All diagnostics of one task and complexity level at a study run's initial parameters.
+
+    The parameters are those of the run ``study_preset(task, level, seed=seed)`` before training and
+    the states the first ``states`` of its training set. Returns a dict: ``horizons``, ``losses`` and
+    ``gradient_norms`` (arrays over the horizons), ``lyapunov`` (per state, per step), ``dt``,
+    ``episode_spread`` (square root of :func:`per_episode_gradient_variance` at the full horizon) and
+    the identifying fields ``task``, ``level``, ``parameter``, ``num_steps``, ``label``.
+    """
+    from trainers.presets import COMPLEXITY_LEVELS, study_preset
+
+    config = study_preset(task, level, seed=seed,
+                          **({"env_params": {"num_steps": num_steps}} if num_steps is not None else {}))
+    problem = config.make_problem()
+    init_key, tangent_key, batch = _training_batch(problem, seed, config.num_train, states)
+    parameter = COMPLEXITY_LEVELS[config.task][0]
+    result = _diagnose_problem(problem, problem.controller.init(init_key), batch, tangent_key, horizons)
+    return {"task": config.task, "level": level, "parameter": parameter,
+            "label": f"{parameter}={level}", **result}
+
+
+def diagnose_run(run_dir: str | Path, *, states: int = 32, horizons: int = 20) -> dict[str, Any]:
+    """The diagnostics of :func:`diagnose` at the parameters of a run directory's checkpoint.
+
+    The run's ``config.json`` gives the task, environment and seed (the states are the first
+    ``states`` of its training set); runs with a custom controller, optimizer object or strategy are
+    refused (their parameters cannot be rebuilt from the configuration). The result also holds
+    ``epoch`` (the checkpoint's) and ``strategy``.
+    """
+    from trainers import rundir
+    from trainers.presets import COMPLEXITY_LEVELS
+    from trainers.training import TrainConfig, TrainState
+
+    run_dir = Path(run_dir)
+    record = rundir.read_config(run_dir)
+    if record is None:
+        raise ValueError(f"run directory {run_dir} holds no config.json")
+    if record.get("controller") == "custom" or record.get("optimizer_object") == "custom" \
+            or str(record.get("strategy", "")).startswith("custom:"):
+        raise ValueError(f"run directory {run_dir} was trained with a custom controller, optimizer or strategy; "
+                         f"only runs of the named ones can be diagnosed")
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{name: value for name, value in record.items() if name in names})
+    problem = config.make_problem()
+    init_key, tangent_key, batch = _training_batch(problem, config.seed, config.num_train, states)
+    initial = problem.controller.init(init_key)
+    template = TrainState(initial, config.make_optimizer().init(initial), jax.random.PRNGKey(0))
+    loaded = rundir.load_checkpoint(run_dir, template)
+    if loaded is None:
+        raise ValueError(f"run directory {run_dir} holds no checkpoint.npz")
+    epoch, state = loaded
+    parameter = COMPLEXITY_LEVELS[problem.env.name][0]
+    level = getattr(problem.env_params, parameter)
+    result = _diagnose_problem(problem, state.params, batch, tangent_key, horizons)
+    return {"task": problem.env.name, "level": level, "parameter": parameter, "epoch": epoch,
+            "strategy": config.strategy, "label": f"{parameter}={level} {config.strategy} epoch {epoch}", **result}
+
+
+def _format(value: float) -> str:
+    return f"{value:.3g}" if math.isfinite(value) else str(value)
+
+
+def _norm_at(result: dict[str, Any], horizon: int) -> float:
+    return float(result["gradient_norms"][list(result["horizons"]).index(horizon)])
+
+
+def summary_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One summary row per result of :func:`diagnose` (the printed table's columns)."""
+    rows = []
+    for result in results:
+        n = result["num_steps"]
+        half, full = _norm_at(result, max(1, n // 2)), _norm_at(result, n)
+        lyapunov, dt = result["lyapunov"], result["dt"]
+        mean = float(np.mean(lyapunov))
+        rows.append({
+            "task": result["task"], "level": result["label"], "steps": n,
+            "‖g‖ H=1": _norm_at(result, 1), "‖g‖ H=N/4": _norm_at(result, max(1, n // 4)),
+            "‖g‖ H=N/2": half, "‖g‖ H=N": full,
+            "growth N/2→N": full / half if half > 0 else math.inf,
+            "λ/step": mean, "max λ/step": float(np.max(lyapunov)),
+            "λ/time": mean / dt if dt else math.nan,
+            "states λ>0": f"{int(np.sum(lyapunov > 0))}/{lyapunov.size}",
+            "episode spread": result["episode_spread"]})
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The summary rows as a markdown table (numbers to 3 significant digits)."""
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [_format(v) if isinstance(v, float) else str(v) for v in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(results: Sequence[dict[str, Any]], path: Path) -> Path:
+    """One row per task, level and horizon: loss and gradient norm, with the level's Lyapunov summary."""
+    columns = ["task", "parameter", "level", "label", "num_steps", "dt", "horizon", "loss", "gradient_norm",
+               "lyapunov_mean_per_step", "lyapunov_std_per_step", "lyapunov_max_per_step",
+               "lyapunov_mean_per_time", "episode_spread", "states"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for r in results:
+            lyapunov, dt = r["lyapunov"], r["dt"]
+            summary = [float(np.mean(lyapunov)), float(np.std(lyapunov)), float(np.max(lyapunov)),
+                       float(np.mean(lyapunov)) / dt if dt else math.nan, r["episode_spread"], lyapunov.size]
+            for horizon, loss, norm in zip(r["horizons"], r["losses"], r["gradient_norms"]):
+                writer.writerow([r["task"], r["parameter"], r["level"], r["label"], r["num_steps"], dt, int(horizon),
+                                 float(loss), float(norm), *summary])
+    return path
+
+
+def plot_gradient_norms(results: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Gradient norm against the horizon (log scale), one panel per task and one line per level."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
+    for axis, task in zip(axes[0], tasks):
+        for r in (r for r in results if r["task"] == task):
+            norms = np.where(r["gradient_norms"] > 0, r["gradient_norms"], np.nan)
+            axis.plot(r["horizons"], norms, marker=".", label=r["label"])
+        axis.set_yscale("log")
+        axis.set_title(task)
+        axis.set_xlabel("horizon H (steps)")
+        axis.set_ylabel("‖∇θ L_H‖" + ("" if any("epoch" in r for r in results) else " at initialisation"))
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _parse_levels(items: Sequence[str] | None, tasks: Sequence[str]) -> dict[str, list[Any]]:
+    """``--levels`` as task -> levels: a list for a single task, or TASK=L1,L2 entries; default the study's."""
+    from diffenvs.registry import canonical_name
+    from trainers.presets import COMPLEXITY_LEVELS
+
+    def value(text: str) -> Any:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"--levels: {text!r} is not a number") from None
+
+    levels = {task: list(COMPLEXITY_LEVELS[canonical_name(task)][1]) for task in tasks}
+    if not items:
+        return levels
+    if any("=" in item for item in items):
+        given: dict[str, list[Any]] = {}
+        for item in items:
+            task, equals, values = item.partition("=")
+            if not equals or task not in tasks:
+                raise ValueError(f"--levels: {item!r} must be TASK=L1,L2,... with TASK one of --tasks {list(tasks)}")
+            given[task] = [_study_value(task, value(v)) for v in values.split(",") if v != ""]
+        return {**levels, **given}
+    if len(tasks) != 1:
+        raise ValueError(f"--levels: with several tasks {list(tasks)} give TASK=L1,L2,... per task, got {list(items)}")
+    return {tasks[0]: [_study_value(tasks[0], value(item)) for item in items]}
+
+
+def _study_value(task: str, level: Any) -> Any:
+    """The study's spelling of ``level`` (1 -> 1.0 for rc), or ``level`` itself when it is not one of them."""
+    from diffenvs.registry import canonical_name
+    from trainers.presets import COMPLEXITY_LEVELS
+
+    if isinstance(level, bool):
+        return level
+    return next((study for study in COMPLEXITY_LEVELS[canonical_name(task)][1] if study == level), level)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffenvs-diagnose",
+        description="At a study run's initial parameters (or at the checkpoints of --runs), for each task and "
+                    "complexity level: the norm of the gradient of the loss of the first H steps against the "
+                    "horizon H, the largest Lyapunov exponent of the closed loop and the spread of the "
+                    "per-episode gradients. Prints a table and writes OUT/diagnostics.png, OUT/diagnostics.csv "
+                    "and OUT/diagnostics.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=None, choices=DEFAULT_TASKS,
+                        help=f"tasks (default: {' '.join(DEFAULT_TASKS)})")
+    parser.add_argument("--levels", nargs="+", default=None,
+                        help="complexity levels (poles, rc, target); for several tasks TASK=L1,L2,...; "
+                             "default: the study's levels")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the study run whose initial state is used")
+    parser.add_argument("--runs", nargs="+", type=Path, default=None, metavar="RUN_DIR",
+                        help="instead of --tasks/--levels/--seed: the parameters of these run directories' "
+                             "checkpoints (task, level and seed from their config.json)")
+    parser.add_argument("--states", type=int, default=32,
+                        help=f"initial states (the first of the run's training set, 2..{MAX_STATES})")
+    parser.add_argument("--horizons", type=int, default=20, help="about this many horizons per task on the plot")
+    parser.add_argument("--num-steps", type=int, default=None,
+                        help="episode length override (default: each environment's; the cart-pole's dt "
+                             "and guidance's dt are horizon / num_steps)")
+    parser.add_argument("--out", type=Path, default=Path("diagnostics"), help="output directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``diffenvs-diagnose``."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not 2 <= args.states <= MAX_STATES:
+        parser.error(f"--states must be an integer in 2..{MAX_STATES}, got {args.states}")
+    if args.horizons < 1:
+        parser.error(f"--horizons must be an integer >= 1, got {args.horizons}")
+    if args.num_steps is not None and args.num_steps < 1:
+        parser.error(f"--num-steps must be an integer >= 1, got {args.num_steps}")
+    results = []
+    if args.runs is not None:
+        given = [flag for flag, value in (("--tasks", args.tasks), ("--levels", args.levels),
+                                          ("--num-steps", args.num_steps)) if value is not None]
+        if given or args.seed != 0:
+            parser.error(f"--runs takes task, level, seed and episode length from the runs; drop "
+                         f"{', '.join(given + (['--seed'] if args.seed != 0 else []))}")
+        for run_dir in args.runs:
+            print(f"diffenvs-diagnose: {run_dir} ...", flush=True)
+            try:
+                results.append(diagnose_run(run_dir, states=args.states, horizons=args.horizons))
+            except ValueError as error:
+                parser.error(str(error))
+    else:
+        tasks = list(dict.fromkeys(args.tasks or DEFAULT_TASKS))
+        try:
+            levels = _parse_levels(args.levels, tasks)
+            from trainers.presets import study_preset   # imported here: trainers.training may import this module
+            for task in tasks:
+                for level in levels[task]:
+                    study_preset(task, level).make_env()
+        except ValueError as error:
+            parser.error(str(error))
+        for task in tasks:
+            for level in levels[task]:
+                print(f"diffenvs-diagnose: {task} {level} ...", flush=True)
+                results.append(diagnose(task, level, seed=args.seed, states=args.states, horizons=args.horizons,
+                                        num_steps=args.num_steps))
+    table = markdown_table(summary_rows(results))
+    print(table, end="")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "diagnostics.md").write_text(table)
+    print(f"csv: {write_csv(results, args.out / 'diagnostics.csv')}")
+    print(f"plot: {plot_gradient_norms(results, args.out / 'diagnostics.png')}")
+    return 0

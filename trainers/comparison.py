@@ -32,7 +32,8 @@ from trainers.baseline import ALGOS, short_task_name, train_baseline
 from trainers.checks import check_finite_positive
 from trainers.plotting import RunRecord, csv_text, find_runs, plot_comparison, run_level, strategy_label, x_values
 from trainers.presets import COMPLEXITY_LEVELS, study_preset
-from trainers.training import train
+from trainers.strategies import parse_strategy, strategy_names
+from trainers.training import strategy_fields, train
 
 DEFAULT_CASES = ("cartpole:1", "cartpole:2", "cartpole:4", "guidance:0.01", "quantum:3")
 """The cases of the published comparison (issue 5): TASK:LEVEL."""
@@ -67,14 +68,20 @@ def parse_case(text: str) -> tuple[str, Any]:
 
 def run_name(task: str, level: Any, method: str, seed: int) -> str:
     parameter = COMPLEXITY_LEVELS[canonical_name(task)][0]
-    return f"{short_task_name(task)}-{parameter}{level}-{method}-seed{seed}"
+    spelled = "".join(c if c.isalnum() or c in "._" else "-" for c in method)   # e.g. shac:horizon=16
+    return f"{short_task_name(task)}-{parameter}{level}-{spelled}-seed{seed}"
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:
-    allowed = (*ALGOS, *GRADIENT_STRATEGIES)
+    """The methods: RL algorithms, or any registered gradient strategy spelling (NAME, NAME:key=value)."""
     for method in methods:
-        if method not in allowed:
-            raise ValueError(f"methods: {method!r} is not one of {allowed}")
+        if method in ALGOS:
+            continue
+        try:
+            parse_strategy(method)
+        except ValueError:
+            raise ValueError(f"methods: {method!r} is not one of {(*ALGOS, *GRADIENT_STRATEGIES)} nor another "
+                             f"registered gradient strategy {strategy_names()}") from None
     return list(methods)
 
 
@@ -115,7 +122,7 @@ def run_comparison(out: str | Path, *, cases: Sequence[str] = DEFAULT_CASES,
                                time_budget_seconds=budget_seconds, out=run_dir, overwrite=True, quiet=quiet,
                                **(baseline_options or {}).get(method, {}))
             else:
-                config = study_preset(task, level, strategy=method, clip=GRADIENT_CLIP, seed=seed,
+                config = study_preset(task, level, **strategy_fields(method), clip=GRADIENT_CLIP, seed=seed,
                                       epochs=MAX_EPOCHS, checkpoint_every=50)
                 log(f"{run_dir.name}: {method} (clip {GRADIENT_CLIP}) for {minutes:g} min")
                 train(config, out=run_dir, minutes=minutes, quiet=quiet)
@@ -253,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="output root (one run directory per case and method)")
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="TASK:LEVEL cases")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                        help=f"among {(*ALGOS, *GRADIENT_STRATEGIES)}")
+                        help=f"among {(*ALGOS, *GRADIENT_STRATEGIES)} or any gradient strategy of "
+                             f"{strategy_names()} (options as NAME:key=value,...)")
     parser.add_argument("--minutes", type=float, default=20.0, help="wall-time budget of every run")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (and of the test set)")
     parser.add_argument("--table", type=Path, default=None, help="write the table as CSV (and .md beside it)")

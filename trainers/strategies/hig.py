@@ -1,0 +1,103 @@
+"""Half-inverse gradients (HIG) through the rollout.
+
+Schnell, Holl & Thuerey, "Half-Inverse Gradients for Physical Deep Learning", ICLR 2022. Their update
+is Δθ = −η (∂y/∂θ)^{-1/2} (∂L/∂y)ᵀ, with y the network outputs of the whole batch stacked into one
+Jacobian and the half-inverse of a matrix A = U S Vᵀ (SVD) defined as A^{-1/2} = V S^{-1/2} Uᵀ, singular
+values below a threshold τ set to zero (truncated, not clamped).
+
+In the closed-loop rollout the network outputs are the controls y = (c_{t,i}) of every step t and
+episode i of the batch, flattened to M = steps · batch · action size entries:
+
+* J (M × P, P = number of params) stacks each control's Jacobian ∂N(o_{t,i}; θ)/∂θ at the rollout's own
+  states (one row per control entry, the states held fixed: the partial Jacobian P_t of
+  docs/trainers.md);
+* ∂L/∂y (M) is each control's total loss sensitivity μ_t: the gradient of the batch loss with respect to
+  an additive offset on that control, through the rest of the rollout (simulator and network
+  feedback alike). Jᵀ ∂L/∂y is then exactly the ``bptt`` gradient;
+* the update, to be descended, is V S^{-1/2} Uᵀ ∂L/∂y with J = U S Vᵀ (``jnp.linalg.svd``, reduced),
+  singular values s < ``truncation`` · max(s) dropped.
+
+``truncation`` (1e-5): the threshold relative to the largest singular value (the paper's τ, made
+relative so that it does not depend on the network's output scale); 0 keeps every nonzero singular
+value. The paper descends the HIG direction with plain gradient descent; the library applies its
+optimizer (Adam by default) to the update, so for the paper's scheme choose ``optimizer="sgd"``.
+
+Cost: J has M × P entries and its SVD costs O(min(M, P)² · max(M, P)) per update. At the study's
+hardest levels with batch 8 (P ≈ 11 000–13 000 params): cart-pole 100 · 8 = 800 rows, guidance
+60 · 8 · 4 = 1920, quantum control 128 · 8 = 1024 (``benchmarks/strategy_cost.py`` measures the
+epoch time). Metric ``hig_rank``: the number of singular values kept.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from diffenvs.core import EnvState
+from trainers.rollout import Problem
+from trainers.strategies.base import Strategy, StrategyResult, register
+
+Array = jax.Array
+
+
+def control_sensitivities(problem: Problem, params: Any, states: EnvState) -> tuple[Array, Array, EnvState]:
+    """(batch loss, ∂L/∂c (steps, batch, *action), the states the controls were computed at
+    (an EnvState with leading axes (steps, batch))): one forward and one backward pass."""
+    def loss_with_offsets(offsets: Array):
+        def body(current: EnvState, offset: Array):
+            controls = problem.control(params, current.physics, current.time) + offset
+            next_physics, loss = problem.simulate(current.physics, current.time, controls)
+            return EnvState(next_physics, current.time + 1), (loss, current)
+        _, (losses, trajectory) = jax.lax.scan(body, states, offsets)
+        return jnp.sum(losses), trajectory
+
+    controls = problem.control(params, states.physics, states.time)
+    offsets = jnp.zeros((problem.num_steps, *controls.shape), controls.dtype)
+    (loss, trajectory), sensitivities = jax.value_and_grad(loss_with_offsets, has_aux=True)(offsets)
+    return loss, sensitivities, trajectory
+
+
+def control_jacobian(problem: Problem, params: Any, trajectory: EnvState) -> Array:
+    """J (steps · batch · action size, number of params): each control's gradient with respect to the
+    flattened params at its own state, rows in the order of ``sensitivities.reshape(-1)``."""
+    flat, unravel = ravel_pytree(params)
+    physics = trajectory.physics.reshape(-1, *trajectory.physics.shape[2:])
+    time = trajectory.time.reshape(-1)
+
+    def one(p: Array, t: Array) -> Array:                   # (action size, params)
+        return jax.jacrev(lambda q: problem.control(unravel(q), p[None], t[None]).reshape(-1))(flat)
+
+    jacobians = jax.vmap(one)(physics, time)
+    return jacobians.reshape(-1, flat.shape[0])
+
+
+def half_inverse_apply(jacobian: Array, vector: Array, truncation: float) -> tuple[Array, Array]:
+    """(V S^{-1/2} Uᵀ vector with singular values below ``truncation`` · max dropped, number kept)."""
+    u, s, vt = jnp.linalg.svd(jacobian, full_matrices=False)
+    keep = (s > truncation * s[0]) & (s > 0)
+    inverse_root = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, s, 1.0)), 0.0)
+    return vt.T @ (inverse_root * (u.T @ vector)), jnp.sum(keep)
+
+
+@register
+def hig(truncation: float = 1e-5) -> Strategy:
+    """Half-inverse gradients (Schnell, Holl & Thuerey, ICLR 2022); see the module docstring."""
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, float)) or \
+            not (math.isfinite(truncation) and 0 <= truncation < 1):
+        raise ValueError(f"hig: truncation must be a number in [0, 1) (relative to the largest singular "
+                         f"value), got {truncation!r}")
+    relative = float(truncation)
+
+    def compute(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
+        loss, sensitivities, trajectory = control_sensitivities(problem, params, states)
+        jacobian = control_jacobian(problem, params, trajectory)
+        flat_update, rank = half_inverse_apply(jacobian, sensitivities.reshape(-1), relative)
+        _, unravel = ravel_pytree(params)
+        return StrategyResult(loss, unravel(flat_update), {"hig_rank": rank.astype(loss.dtype)})
+
+    return Strategy(f"hig({relative:g})", compute, "half-inverse gradients of the controls' Jacobian",
+                    metric_names=("hig_rank",))

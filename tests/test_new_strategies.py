@@ -261,7 +261,9 @@ def test_shac_resumes_exactly_after_a_kill_of_diffenvs_train(tmp_path):
         assert any(saved[name].shape == (64, 1) for name in saved.files)      # the critic's output kernel
     assert killed_at < 25
 
-    config = TrainConfig(task="cartpole", env_params={"num_poles": 1}, strategy="shac",
+    recorded = rundir.read_config(out)                     # the command line records the canonical task name
+    assert recorded["strategy"] == "shac" and recorded["strategy_options"] == {"horizon": 25}
+    config = TrainConfig(task=recorded["task"], env_params={"num_poles": 1}, strategy="shac",
                          strategy_options={"horizon": 25}, clip="norm", num_train=16, num_test=16, batch_size=8,
                          epochs=25, checkpoint_every=1, seed=3)
     resumed = train(config, out=out, quiet=True)

@@ -17,6 +17,7 @@ is an optional extra: ``pip install 'diffenvs[ray]'``.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import math
 import os
@@ -92,20 +93,32 @@ def start_local_cluster(num_cpus: int | None = None, *, quiet: bool = True) -> s
     this machine's cores) with :func:`code_runtime_env`; returns its address "127.0.0.1:PORT".
     ``ray.shutdown()`` stops it."""
     ray = import_ray()
-    import ray._private.ray_constants as ray_constants
+    with _loopback(), _quiet_start():
+        context = ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                           _node_ip_address="127.0.0.1", runtime_env=code_runtime_env(),
+                           logging_level=logging.WARNING, log_to_driver=not quiet)
+    return context.address_info["address"]
 
-    # Ray turns a loopback --node-ip-address into the host's network address unless multi-node clusters
-    # are disabled; a cluster that only this machine may join is exactly that case.
-    enabled = ray_constants.ENABLE_RAY_CLUSTER
+
+@contextlib.contextmanager
+def _loopback() -> Iterator[None]:
+    """Let ``ray.init`` use 127.0.0.1 as this node's address. Ray replaces a loopback node or cluster
+    address by the host's network address unless multi-node clusters are disabled (its switch for
+    Windows and macOS); a cluster that only this machine may join is exactly that case."""
+    import ray._private.ray_constants as ray_constants
+    enabled = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        with _quiet_start():
-            context = ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                               _node_ip_address="127.0.0.1", runtime_env=code_runtime_env(),
-                               logging_level=logging.WARNING, log_to_driver=not quiet)
+        yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = enabled
-    return context.address_info["address"]
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
@@ -145,9 +158,10 @@ def _connected(ray: Any, address: str | None, quiet: bool) -> Iterator[None]:
     if address is None:
         start_local_cluster(quiet=quiet)
     else:
-        with _quiet_start():
+        local = _is_loopback(parse_address(address)[0])            # a cluster bound to 127.0.0.1
+        with _loopback() if local else contextlib.nullcontext(), _quiet_start():
             ray.init(address=address, runtime_env=code_runtime_env(), logging_level=logging.WARNING,
-                     log_to_driver=not quiet)
+                     log_to_driver=not quiet, **({"_node_ip_address": "127.0.0.1"} if local else {}))
     try:
         yield
     finally:
@@ -270,7 +284,8 @@ def run_sweep_on_ray(spec: SweepSpec, out_root: str | Path, *, address: str | No
                     try:
                         results[index] = ray.get(reference)
                     except ray.exceptions.RayTaskError as error:
-                        cause = error.cause if isinstance(error.cause, BaseException) else None
+                        cause = getattr(error, "cause", None)
+                        cause = cause if isinstance(cause, BaseException) else None
                         raise (cause or error) from None
                     except ray.exceptions.RayError as error:
                         first = tasks[index].runs[0].name

@@ -17,8 +17,10 @@ ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
 from trainers import rundir  # noqa: E402
-from trainers.ray_executor import TASK_PROCESS_TITLE, run_sweep_on_ray, start_local_cluster  # noqa: E402
-from trainers.sweep import SweepSpec, main, run_sweep  # noqa: E402
+from trainers.ray_executor import (  # noqa: E402
+    TASK_PROCESS_TITLE, run_sweep_on_ray, start_local_cluster, train_group_task,
+)
+from trainers.sweep import SweepSpec, main, plan, run_sweep  # noqa: E402
 
 EPOCHS = 40
 TINY = {"epochs": EPOCHS, "num_train": 16, "num_test": 8, "batch_size": 8, "checkpoint_every": 1,
@@ -150,6 +152,14 @@ def test_a_worker_killed_mid_group_is_retried_and_resumes_from_checkpoints(clust
     # resumed, not restarted: the rows up to each checkpoint at the kill are kept, wall times included
     for run_dir, rows in killed["rows"].items():
         assert repr(rundir.read_metrics(run_dir)[:len(rows)]) == repr(rows)          # repr: nan == nan
+
+
+def test_a_node_that_does_not_see_the_output_directory_refuses_to_train(tmp_path):
+    """What a task does on a node without the shared filesystem (a local directory of the same name)."""
+    group = plan(GRID, tmp_path)[0]
+    with pytest.raises(ValueError, match="mount the shared filesystem at the same path on every node"):
+        train_group_task(group, tmp_path / ".ray-sweep-0123456789abcdef", "0123456789abcdef")
+    assert not list(tmp_path.iterdir())                          # nothing written
 
 
 def _closed_port() -> int:

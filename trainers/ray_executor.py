@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import math
 import os
+import secrets
 import socket
 import sys
 import time
@@ -125,7 +126,7 @@ def _is_loopback(host: str) -> bool:
 def _quiet_start() -> Iterator[None]:
     """Silence two notices of ``ray.init`` that need no action: JAX's warning that the process forks
     while multithreaded (Ray's fork immediately executes its servers) and Ray's notice that a new local
-    cluster uses token authentication (its default; the token is in ~/.ray/auth_token)."""
+    cluster uses token authentication (its default; Ray keeps the token in its file in the home directory)."""
     auth_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
     level = auth_logger.level
     auth_logger.setLevel(logging.ERROR)
@@ -218,9 +219,34 @@ def _clear_runs(groups: Sequence[Group]) -> None:
                 (run.run_dir / name).unlink(missing_ok=True)
 
 
-def train_group_task(group: Group) -> list[RunStatus]:
+def _write_marker(out_root: Path) -> tuple[Path, str]:
+    """A file only this driver writes under ``out_root``: tasks check it to know that they see the same
+    directory (the shared filesystem), not a local directory of the same name on their node."""
+    token = secrets.token_hex(8)
+    out_root.mkdir(parents=True, exist_ok=True)
+    marker = out_root / f".ray-sweep-{token}"
+    marker.write_text(token)
+    return marker, token
+
+
+def check_shared(marker: Path, token: str) -> None:
+    """ValueError naming this host when ``marker`` does not hold ``token`` here: the node does not see
+    the driver's output directory."""
+    try:
+        seen = marker.read_text()
+    except OSError:
+        seen = None
+    if seen != token:
+        raise ValueError(f"out_root: {marker.parent} on node {socket.gethostname()} is not the directory the driver "
+                         f"writes (its check file {marker.name} is {'missing' if seen is None else 'different'}); "
+                         f"mount the shared filesystem at the same path on every node")
+
+
+def train_group_task(group: Group, marker: Path, token: str) -> list[RunStatus]:
     """What one Ray task runs: :func:`~trainers.sweep.train_group` of ``group``, resuming (the driver
-    handles ``overwrite`` once, so a retried task resumes rather than restarts)."""
+    handles ``overwrite`` once, so a retried task resumes rather than restarts), after checking with
+    :func:`check_shared` that this node sees the driver's output directory."""
+    check_shared(marker, token)
     return train_group(group, overwrite=False, quiet=True)
 
 
@@ -265,7 +291,11 @@ def run_sweep_on_ray(spec: SweepSpec, out_root: str | Path, *, address: str | No
         _check_resources(ray, cpus_per_task, gpus_per_task)
         remote = ray.remote(train_group_task).options(
             num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, retry_exceptions=False)
-        pending = {remote.remote(group): index for index, group in enumerate(tasks)}
+        marker, token = _write_marker(Path(out_root).resolve())
+        # the costliest groups first (Group.cost: epochs x steps x states), so that with fewer workers
+        # than groups the long ones do not start last
+        order = sorted(range(len(tasks)), key=lambda index: (-tasks[index].cost(), index))
+        pending = {remote.remote(tasks[index], marker, token): index for index in order}
         results: dict[int, list[RunStatus]] = {}
         bar = None
         try:
@@ -305,6 +335,7 @@ def run_sweep_on_ray(spec: SweepSpec, out_root: str | Path, *, address: str | No
                     ray.cancel(reference, force=True)
             if bar is not None:
                 bar.close()
+            marker.unlink(missing_ok=True)
     statuses: list[RunStatus] = []
     for index, group in enumerate(groups):                # the caller's paths (as given), in plan order
         by_name = {status.run.name: status for status in results[index]}

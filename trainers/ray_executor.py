@@ -285,6 +285,8 @@ def run_sweep_on_ray(spec: SweepSpec, out_root: str | Path, *, address: str | No
     if address is not None:
         check_reachable(address)
     ray = import_ray()
+    if not tasks:                                          # an empty part: no cluster needed
+        return SweepResult([], time.perf_counter() - started)
     if overwrite:
         _clear_runs(tasks)
     with _connected(ray, address, quiet):
@@ -292,13 +294,14 @@ def run_sweep_on_ray(spec: SweepSpec, out_root: str | Path, *, address: str | No
         remote = ray.remote(train_group_task).options(
             num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, retry_exceptions=False)
         marker, token = _write_marker(Path(out_root).resolve())
-        # the costliest groups first (Group.cost: epochs x steps x states), so that with fewer workers
-        # than groups the long ones do not start last
-        order = sorted(range(len(tasks)), key=lambda index: (-tasks[index].cost(), index))
-        pending = {remote.remote(tasks[index], marker, token): index for index in order}
+        pending: dict[Any, int] = {}
         results: dict[int, list[RunStatus]] = {}
         bar = None
         try:
+            # the costliest groups first (Group.cost: epochs x steps x states), so that with fewer
+            # workers than groups the long ones do not start last
+            for index in sorted(range(len(tasks)), key=lambda index: (-tasks[index].cost(), index)):
+                pending[remote.remote(tasks[index], marker, token)] = index
             if not quiet:
                 from tqdm.auto import tqdm
                 done, finished = _progress(tasks)

@@ -250,6 +250,10 @@ def train_group_task(group: Group, marker: Path, token: str) -> list[RunStatus]:
     return train_group(group, overwrite=False, quiet=True)
 
 
+def _is_es(group: Group) -> bool:
+    return any(run.config.strategy == "es" for run in group.runs)
+
+
 def _positive(name: str, value: Any, minimum: float, strict: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or value < minimum or (strict and value == minimum):
@@ -298,9 +302,11 @@ def run_sweep_on_ray(spec: SweepSpec, out_root: str | Path, *, address: str | No
         results: dict[int, list[RunStatus]] = {}
         bar = None
         try:
-            # the costliest groups first (Group.cost: epochs x steps x states), so that with fewer
-            # workers than groups the long ones do not start last
-            for index in sorted(range(len(tasks)), key=lambda index: (-tasks[index].cost(), index)):
+            # the costliest groups first (Group.cost: epochs x steps x states; es, whose epochs are the
+            # longest, first among equals), so that with fewer workers than groups the long ones do not
+            # start last
+            for index in sorted(range(len(tasks)), key=lambda index: (-tasks[index].cost(), not _is_es(tasks[index]),
+                                                                      index)):
                 pending[remote.remote(tasks[index], marker, token)] = index
             if not quiet:
                 from tqdm.auto import tqdm

@@ -2,6 +2,7 @@
 local executor's, a worker killed with SIGKILL mid-group, an unreachable --address, the command line."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -207,3 +208,24 @@ def test_a_driver_process_connects_to_the_cluster_and_leaves_it_running(cluster,
     assert "2 runs in 1 groups" in completed.stdout and "2 trained" in completed.stdout
     _assert_same_metrics(tmp_path, local_sweep, strategies=("bptt",))
     assert ray.cluster_resources().get("CPU") == 2              # the cluster still runs
+
+
+def test_without_ray_installed_the_error_is_one_line_naming_the_extra(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)              # what `import ray` does when it is missing
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), *CLI_GRID, "--executor", "ray", "--quiet"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'diffenvs[ray]'" in lines[0]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"executor": "dask"}, "executor must be 'local' or 'ray'"),
+    ({"address": "127.0.0.1:6379"}, "apply to executor 'ray'"),
+    ({"executor": "ray", "callback": print}, "callback: not supported by executor 'ray'"),
+    ({"executor": "ray", "cpus_per_task": 0}, "cpus_per_task must be a number > 0"),
+    ({"executor": "ray", "gpus_per_task": -1}, "gpus_per_task must be a number >= 0"),
+])
+def test_bad_executor_options_are_refused_before_anything_runs(options, message, tmp_path):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_sweep(GRID, tmp_path, quiet=True, **options)
+    assert not list(tmp_path.iterdir())

@@ -184,6 +184,7 @@ def _last_epoch(run_dir: Path) -> int:
     path = run_dir / rundir.METRICS_FILE
     try:
         with open(path, "rb") as handle:
+            columns = handle.readline().count(b",") + 1             # the header: rows have as many fields
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             handle.seek(max(0, size - 4096))
@@ -193,7 +194,7 @@ def _last_epoch(run_dir: Path) -> int:
     lines = tail.split("\n")[:-1]                        # the part after the last newline is incomplete
     for line in reversed(lines):
         fields = line.split(",")
-        if len(fields) == len(rundir.METRIC_COLUMNS) and fields[0].isdigit():
+        if len(fields) == columns and fields[0].isdigit():
             return int(fields[0])
     return 0
 
@@ -295,8 +296,10 @@ def run_sweep_on_ray(spec: SweepSpec, out_root: str | Path, *, address: str | No
         _clear_runs(tasks)
     with _connected(ray, address, quiet):
         _check_resources(ray, cpus_per_task, gpus_per_task)
-        remote = ray.remote(train_group_task).options(
-            num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, retry_exceptions=False)
+        # options at decoration: then Ray gives every GPU task a fresh worker process (max_calls=1), so
+        # jax initialises on the GPU that Ray assigned to that task
+        remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries,
+                            retry_exceptions=False)(train_group_task)
         marker, token = _write_marker(Path(out_root).resolve())
         pending: dict[Any, int] = {}
         results: dict[int, list[RunStatus]] = {}

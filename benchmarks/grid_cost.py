@@ -14,14 +14,21 @@ seed; 1000 epochs each. `combined`'s second backward sweep is counted as a `bptt
 
 The machine's rate is measured twice: a large float32 matrix product (what XLA's CPU backend reaches
 at best) and one timed `bptt` epoch per task (what training reaches). The table prints FLOPs per epoch,
-the achieved rate and the grid's time at both rates.
+the achieved rate and the grid's time at both rates. A second table prints what ONE run of each task
+costs (a `bptt` run, and a timed `es` run at the hardest levels): with one run per task on a cluster
+(docs/cluster.md) the grid needs about the time of the longest of them.
 
-    python benchmarks/grid_cost.py [--epochs-timed 3]
+``--workers N ...`` adds the expected wall time of the grid on N workers (each like this machine, one
+run per task: ``diffenvs-sweep --max-group 1``): the runs' times dealt longest first to the worker that
+is free first, as the Ray executor submits them.
+
+    python benchmarks/grid_cost.py [--epochs-timed 3] [--skip-es] [--workers 1 16 64 256]
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import os
 import platform
 import time
@@ -60,9 +67,10 @@ def step_flops(task: str, level) -> tuple[float, float, int]:
     return grad, forward, horizon
 
 
-def epoch_seconds(task: str, level, epochs: int) -> float:
-    """Best of ``epochs`` timed study epochs of one bptt run (``train``'s epoch times, compilation excluded)."""
-    result = train(study_preset(task, level, strategy="bptt", epochs=epochs), quiet=True)
+def epoch_seconds(task: str, level, epochs: int, strategy: str = "bptt") -> float:
+    """Best of ``epochs`` timed study epochs of one run (``train``'s epoch times, compilation excluded)."""
+    options = {"es_population": ES_POPULATION} if strategy == "es" else {}
+    result = train(study_preset(task, level, strategy=strategy, epochs=epochs, **options), quiet=True)
     return min(row["epoch_seconds"] for row in result.metrics[1:])
 
 
@@ -82,6 +90,9 @@ def matmul_rate(size: int = 2048, repeats: int = 5) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs-timed", type=int, default=3, help="timed bptt epochs per task (best is kept)")
+    parser.add_argument("--skip-es", action="store_true", help="do not time es epochs for the per-run table")
+    parser.add_argument("--workers", type=int, nargs="*", default=[],
+                        help="print the grid's expected wall time on these numbers of workers")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
           f"({jax.default_backend()}), python {platform.python_version()}")
@@ -91,6 +102,7 @@ def main() -> None:
               f"{'runs':>6}{'grid GFLOP':>12}{'h at rate':>11}{'h at matmul':>13}")
     print(header)
     total_flops = total_hours = 0.0
+    per_run = []
     for task, level in CASES:
         grad, forward, horizon = step_flops(task, level)
         config = study_preset(task, level)
@@ -108,6 +120,8 @@ def main() -> None:
         total_flops += grid
         total_hours += hours
         name = f"{task}:{level}" + (f" x{levels} lvls" if levels > 1 else "")
+        es_seconds = epoch_seconds(task, level, args.epochs_timed, "es") if hardest and not args.skip_es else None
+        per_run.append((name, runs, seconds, es_seconds, config.epochs))
         print(f"{name:<20}{grad * horizon / 1e6:>9.1f} M{forward * horizon / 1e6:>8.1f} M{epoch / 1e9:>13.2f}"
               f"{seconds:>9.3f}{rate / 1e9:>9.1f}{runs + (3 if hardest else 0):>6}{grid / 1e9:>12.0f}"
               f"{hours:>11.2f}{grid / peak / 3600:>13.2f}")
@@ -115,6 +129,33 @@ def main() -> None:
           f"{total_hours:>11.2f}{total_flops / peak / 3600:>13.2f}")
     print("(grad/fwd per batch: FLOPs of a bptt gradient and of a forward rollout of 8 episodes; "
           "runs include es)")
+    print()
+    print(f"{'one run of':<20}{'gradient runs':>14}{'h per run':>11}{'es s/epoch':>12}{'h per es run':>14}")
+    longest = ("", 0.0)
+    for name, runs, seconds, es_seconds, epochs in per_run:
+        hours = epochs * seconds / 3600
+        es_hours = epochs * es_seconds / 3600 if es_seconds is not None else None
+        longest = max(longest, (name, hours), (f"{name} es", es_hours or 0.0), key=lambda item: item[1])
+        es_text = f"{es_seconds:>12.3f}{es_hours:>14.2f}" if es_seconds is not None else f"{'':>12}{'':>14}"
+        print(f"{name:<20}{runs:>14}{hours:>11.2f}{es_text}")
+    print(f"longest run: {longest[0]}, {longest[1]:.2f} h at the timed rate (the grid's wall time with one "
+          f"run per worker and enough workers)")
+    run_hours = []
+    for name, runs, seconds, es_seconds, epochs in per_run:
+        run_hours += [epochs * seconds / 3600] * runs + ([epochs * es_seconds / 3600] * 3 if es_seconds else [])
+    if args.workers:
+        print(f"{len(run_hours)} runs, {sum(run_hours):.1f} h of run time; wall time on N workers (longest first):")
+        for workers in args.workers:
+            print(f"  N = {workers:>4}: {schedule_hours(run_hours, workers):6.2f} h")
+
+
+def schedule_hours(hours: list[float], workers: int) -> float:
+    """Wall time of running tasks of ``hours`` on ``workers`` workers, longest first, each task on the
+    worker that is free first (list scheduling; within 4/3 of the best possible)."""
+    free = [0.0] * max(1, workers)
+    for task in sorted(hours, reverse=True):
+        heapq.heapreplace(free, free[0] + task)
+    return max(free)
 
 
 if __name__ == "__main__":

@@ -342,7 +342,8 @@ def _train_claimed_group(group: Group, overwrite: bool, quiet: bool,
 
 def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | str = (1, 1),
               max_group: int | None = None, split_combined: bool = True, overwrite: bool = False, quiet: bool = False,
-              callback: Callable[[Run, dict[str, float]], None] | None = None,
+              callback: Callable[[Run, dict[str, float]], None] | None = None, executor: str = "local",
+              address: str | None = None, cpus_per_task: float = 1, gpus_per_task: float = 0,
               devices: int | None = None) -> SweepResult:
     """Train part ``I/N`` of the grid ``spec`` into run directories under ``out_root``.
 
@@ -355,7 +356,24 @@ def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | 
     (and checkpointed when due); raising from it stops the sweep. ``max_group`` bounds the runs per
     vmapped program (memory); ``split_combined`` see :func:`plan`. ``devices``: split each group's runs
     over this many local devices (None: all).
+
+    ``executor`` "local" trains the groups one after the other in this process; "ray" runs each group
+    as one Ray task (:func:`trainers.ray_executor.run_sweep_on_ray`: ``address`` of a running cluster or
+    None for a local one, ``cpus_per_task`` and ``gpus_per_task`` reserved per task; no ``callback``).
     """
+    if executor == "ray":
+        if callback is not None:
+            raise ValueError("callback: not supported by executor 'ray' (the runs train in other processes)")
+        from trainers.ray_executor import run_sweep_on_ray
+        return run_sweep_on_ray(spec, out_root, address=address, cpus_per_task=cpus_per_task,
+                                gpus_per_task=gpus_per_task, part=part, max_group=max_group,
+                                split_combined=split_combined, overwrite=overwrite, quiet=quiet,
+                                devices=devices)
+    if executor != "local":
+        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if address is not None or cpus_per_task != 1 or gpus_per_task != 0:
+        raise ValueError(f"address, cpus_per_task and gpus_per_task apply to executor 'ray', got address="
+                         f"{address!r}, cpus_per_task={cpus_per_task!r}, gpus_per_task={gpus_per_task!r}")
     started = time.perf_counter()
     groups = plan(spec, out_root, part=part, max_group=max_group, split_combined=split_combined)
     statuses: list[RunStatus] = []
@@ -429,6 +447,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="restart the runs of this part from scratch")
     parser.add_argument("--dry-run", action="store_true", help="list the groups and runs of the part and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: the groups one after the other in this process; ray: each group as one "
+                             "Ray task (pip install 'diffenvs[ray]'; see docs/cluster.md)")
+    parser.add_argument("--address", default=None, metavar="HOST:PORT",
+                        help="--executor ray: the head of a running Ray cluster (default: start a local one)")
+    parser.add_argument("--cpus-per-task", type=float, default=1, help="--executor ray: CPUs reserved per group")
+    parser.add_argument("--gpus-per-task", type=float, default=0, help="--executor ray: GPUs reserved per group")
     archive = parser.add_argument_group("archives (instead of training; see trainers.archive)")
     exclusive = archive.add_mutually_exclusive_group()
     exclusive.add_argument("--export", type=Path, default=None, metavar="ARCHIVE",
@@ -510,12 +535,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for run in group.runs:
                 print(f"  {run.name}{'  [finished]' if _finished(run) else ''}")
         return 0
+    if args.executor == "local" and (args.address is not None or args.cpus_per_task != 1 or args.gpus_per_task != 0):
+        parser.error("--address, --cpus-per-task and --gpus-per-task apply to --executor ray")
     try:
         result = run_sweep(spec, args.out, part=args.part, max_group=args.max_group,
                            split_combined=not args.no_split_combined, overwrite=args.overwrite, quiet=args.quiet,
-                           devices=args.devices)
-    except ValueError as error:
-        parser.error(str(error))
+                           executor=args.executor, address=args.address, cpus_per_task=args.cpus_per_task,
+                           gpus_per_task=args.gpus_per_task, devices=args.devices)
+    except (ValueError, ImportError) as error:             # one line, no usage: the arguments parsed fine
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     counts = {status: sum(1 for s in result.runs if s.status == status) for status in ("trained", "finished", "failed")}
     print(f"diffenvs-sweep: {counts['trained']} trained, {counts['finished']} already finished, "
           f"{counts['failed']} failed (non-finite) in {result.seconds:.1f} s")

@@ -42,8 +42,8 @@ def test_the_api_reference_is_generated_from_the_docstrings(site: Path):
     for anchor in ("diffenvs.registry.make", "diffenvs.cartpole.CartPoleParams", "diffenvs.gym_adapter.GymEnv",
                    "diffenvs.brax_adapter.brax_env"):
         assert f'id="{anchor}"' in diffenvs_page, anchor
-    for anchor in ("trainers.training.TrainConfig", "trainers.presets.study_preset", "trainers.sweep.SweepSpec",
-                   "trainers.archive.export_runs"):
+    for anchor in ("trainers.config.TrainConfig", "trainers.engine.train_members", "trainers.presets.study_preset",
+                   "trainers.sweep.SweepSpec", "trainers.archive.export_runs"):
         assert f'id="{anchor}"' in trainers_page, anchor
     # a sentence of a docstring, rendered
     assert "semi-implicit Euler step" in diffenvs_page

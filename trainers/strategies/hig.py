@@ -16,7 +16,7 @@ episode i of the batch, flattened to M = steps · batch · action size entries:
   feedback alike). Jᵀ ∂L/∂y is then exactly the ``bptt`` gradient;
 * the update, to be descended, is V S^{-1/2} Uᵀ ∂L/∂y with J = U S Vᵀ, singular values
   s < ``truncation`` · max(s) dropped (computed from the eigendecomposition of the smaller Gram matrix
-  in float64, :func:`half_inverse_apply`).
+  in float64 on the host, :func:`half_inverse_apply`).
 
 ``truncation`` (1e-5): the threshold relative to the largest singular value (the paper's τ, made
 relative so that it does not depend on the network's output scale); 0 keeps every nonzero singular
@@ -37,6 +37,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from diffenvs.core import EnvState
@@ -77,32 +78,40 @@ def control_jacobian(problem: Problem, params: Any, trajectory: EnvState) -> Arr
     return jacobians.reshape(-1, flat.shape[0])
 
 
+def _half_inverse_host(jacobian: np.ndarray, vector: np.ndarray, truncation: float) -> tuple[np.ndarray, np.ndarray]:
+    """numpy, float64: see :func:`half_inverse_apply`."""
+    matrix = np.asarray(jacobian, np.float64)
+    target = np.asarray(vector, np.float64)
+    rows, columns = matrix.shape
+    small = matrix @ matrix.T if rows <= columns else matrix.T @ matrix
+    eigenvalues, vectors = np.linalg.eigh(small)
+    singular = np.sqrt(np.maximum(eigenvalues, 0.0))
+    keep = (singular > truncation * singular.max()) & (singular > 0)
+    weights = np.zeros_like(singular)
+    weights[keep] = singular[keep] ** -1.5
+    if rows <= columns:
+        update = matrix.T @ (vectors @ (weights * (vectors.T @ target)))
+    else:
+        update = vectors @ (weights * (vectors.T @ (matrix.T @ target)))
+    return update.astype(jacobian.dtype), np.asarray(keep.sum(), np.int32)
+
+
 def half_inverse_apply(jacobian: Array, vector: Array, truncation: float) -> tuple[Array, Array]:
     """(V S^{-1/2} Uᵀ vector for J = U S Vᵀ, singular values below ``truncation`` · max dropped; number kept).
 
-    Computed from the eigendecomposition of the smaller Gram matrix, in float64 whatever the precision
-    of the run: with J Jᵀ = U S² Uᵀ (M <= P) the update is Jᵀ U S^{-3/2} Uᵀ vector, with Jᵀ J = V S² Vᵀ
-    (M > P) it is V S^{-3/2} Vᵀ Jᵀ vector; the same numbers as the SVD's, in exact arithmetic. Float64
-    keeps the singular values accurate to about 1e-8 of the largest (the squares lose half the digits),
-    below any useful truncation of a float32 Jacobian; on CPU this is over ten times faster than
-    ``jnp.linalg.svd`` of the M × P matrix (benchmarks/strategy_cost.py; docs/trainers.md).
+    Computed on the host (``jax.pure_callback``, numpy, float64 whatever the run's precision) from the
+    eigendecomposition of the smaller Gram matrix: with J Jᵀ = U S² Uᵀ (M <= P) the update is
+    Jᵀ U S^{-3/2} Uᵀ vector, with Jᵀ J = V S² Vᵀ (M > P) it is V S^{-3/2} Vᵀ Jᵀ vector, the SVD's numbers
+    in exact arithmetic. Float64 keeps the singular values accurate to about 1e-8 of the largest (the
+    squares lose half the digits), below any useful truncation of a float32 Jacobian. On this project's
+    2-core CPU, ``jnp.linalg.svd`` of the 800 × 11301 cart-pole Jacobian took 139 s per update and a
+    float64 Gram matrix in jax can not be formed inside a float32 vmapped program; this takes seconds.
+    Under ``vmap`` (a sweep group) the runs are computed one after the other.
     """
-    dtype = jacobian.dtype
-    rows, columns = jacobian.shape
-    with jax.enable_x64(True):
-        matrix = jacobian.astype(jnp.float64)
-        target = vector.astype(jnp.float64)
-        small = matrix @ matrix.T if rows <= columns else matrix.T @ matrix
-        eigenvalues, vectors = jnp.linalg.eigh(small)
-        singular = jnp.sqrt(jnp.maximum(eigenvalues, 0.0))
-        keep = (singular > truncation * jnp.max(singular)) & (singular > 0)
-        weights = jnp.where(keep, jnp.where(keep, singular, 1.0) ** -1.5, 0.0)
-        if rows <= columns:
-            update = matrix.T @ (vectors @ (weights * (vectors.T @ target)))
-        else:
-            update = vectors @ (weights * (vectors.T @ (matrix.T @ target)))
-        kept = jnp.sum(keep).astype(jnp.int32)
-    return update.astype(dtype), kept
+    result_shapes = (jax.ShapeDtypeStruct((jacobian.shape[1],), jacobian.dtype),
+                     jax.ShapeDtypeStruct((), jnp.int32))
+    return jax.pure_callback(lambda j, v: _half_inverse_host(j, v, truncation), result_shapes,
+                             jacobian, vector, vmap_method="sequential")
 
 
 @register

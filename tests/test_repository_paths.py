@@ -7,9 +7,10 @@ What counts as a machine path (``MACHINE_PATH``): a path that starts at the root
 the top-level folders of a particular machine or user (work, home, root, Users, opt, tmp, mnt, scratch),
 e.g. the interpreter of a virtual environment given by its absolute path, or a scratch directory under
 the system's temporary folder. The leading slash must not follow a letter, digit, ``.``, ``/``, ``:``,
-``~`` or ``-``, so URL paths (``https://host/home/x``), relative paths (``docs/tmp/x``) and words such as
-"and/or" do not count. Commands in the docs use paths relative to the repository root instead
-(``.venv/bin/python benchmarks/x.py``), and scratch directories in examples are relative (``runs/x``).
+``~`` or ``-``, so the path part of a URL, a relative path with such a folder inside it, and words such
+as "and/or" do not count (the self-test below lists examples). Commands in the docs use paths relative
+to the repository root instead (``.venv/bin/python benchmarks/x.py``), and scratch directories in
+examples are relative (``runs/x``).
 
 What counts as a reference outside the repository (``OUTSIDE_REFERENCES``): the shared folder beside the
 repository, its specification folder, or the specification file by name. The physics is documented
@@ -31,7 +32,7 @@ MACHINE_PATH = re.compile(r"(?<![\w.:/~-])/(?:" + "|".join(MACHINE_FOLDERS) + r"
 """An absolute path into one machine's folders (see the module docstring for what is not matched)."""
 
 OUTSIDE_REFERENCES = re.compile("|".join(re.escape(text) for text in (
-    "../" + "shared", "shared" + "/spec", "problems" + ".md")))
+    ".." + "/" + "shared", "shared" + "/" + "spec", "problems" + "." + "md")))
 """A reference to a file outside the repository (built from pieces, so this file does not match itself)."""
 
 SKIPPED = re.compile(r"^docs/results/[^/]*\.csv")
@@ -72,8 +73,9 @@ def test_the_patterns_catch_machine_paths_and_spare_urls_and_relative_paths():
     slash = "/"
     machine = [f"{slash}work{slash}venv/bin/python x.py", f"see ({slash}home{slash}me/x)", f"cd {slash}tmp",
                f'"{slash}Users{slash}a/b"', f"--out={slash}tmp{slash}probe", f"`{slash}root{slash}.cache`"]
-    harmless = ["https://example.org/home/index.html", "docs/tmp/x", "and/or", "runs/tmp-1", "~/work/x",
-                ".venv/bin/python benchmarks/x.py", "x = a/optimizer", "http://h/opt/x"]
+    harmless = [f"https://example.org{slash}home{slash}index.html", f"docs{slash}tmp{slash}x", "and/or",
+                f"runs{slash}tmp-1", f"~{slash}work{slash}x", ".venv/bin/python benchmarks/x.py",
+                f"x = a{slash}optimizer", f"http://h{slash}opt{slash}x"]
     assert all(MACHINE_PATH.search(text) for text in machine)
     assert not any(MACHINE_PATH.search(text) for text in harmless)
     assert OUTSIDE_REFERENCES.search("see " + ".." + "/" + "shared" + "/" + "spec/x")

@@ -287,10 +287,9 @@ def _existing_run(out: Path, record: dict[str, Any]) -> tuple[dict[str, Any] | N
                          f"start the run again, or choose another --out") from None
     if existing is None:
         return None, []
-    ignored = {"epochs", "diffenvs_version"}
-    changed = sorted(key for key in set(existing) | set(record)
-                     if key not in ignored and existing.get(key) != record.get(key))
-    return existing, changed
+    from trainers.engine import differing_keys
+    ignored = {"epochs", "diffenvs_version"}     # record (made before train) has no version field
+    return existing, [key for key in differing_keys(existing, record) if key not in ignored]
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import tempfile
 WORKER = """
 import json, sys
 from trainers import rundir
-from trainers.sweep import SweepSpec, run_sweep
+from trainers.experiments.sweep import SweepSpec, run_sweep
 out, devices, runs, epochs, task = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5]), sys.argv[6]
 level = float(sys.argv[4]) if task == "guidance" else int(sys.argv[4])
 spec = SweepSpec(tasks=(task,), levels=(level,), strategies=("bptt",), clips=("none",),

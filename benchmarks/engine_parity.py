@@ -21,7 +21,7 @@ import tempfile
 def record(path: str) -> None:
     from trainers import rundir
     from trainers.presets import study_preset
-    from trainers.sweep import SweepSpec, run_sweep
+    from trainers.experiments.sweep import SweepSpec, run_sweep
     from trainers.training import train
 
     out = {}

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 
-from trainers.comparison import parse_case
+from trainers.experiments.comparison import parse_case
 
 WORKER = """
 import json, sys

@@ -40,8 +40,8 @@ import jax
 
 from trainers import rundir
 from trainers.engine import request_host_devices
-from trainers.ray_executor import import_ray, run_sweep_on_ray, start_local_cluster
-from trainers.sweep import SweepResult, SweepSpec, run_sweep
+from trainers.experiments.ray_executor import import_ray, run_sweep_on_ray, start_local_cluster
+from trainers.experiments.sweep import SweepResult, SweepSpec, run_sweep
 
 
 def _metrics_without_time(result: SweepResult) -> list[str]:

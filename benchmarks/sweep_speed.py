@@ -27,7 +27,7 @@ import jax
 
 from trainers import rundir
 from trainers.presets import study_preset
-from trainers.sweep import STUDY_STRATEGIES, SweepSpec, run_sweep
+from trainers.experiments.sweep import STUDY_STRATEGIES, SweepSpec, run_sweep
 from trainers.training import CLIP_MODES, train
 
 

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from trainers.plotting import find_runs, run_level, strategy_label, strategy_rank
+from trainers.experiments.plotting import find_runs, run_level, strategy_label, strategy_rank
 
 CLIP_NAMES = {"none": "no clipping", "norm": "clip by norm 1", "value": "clip by value 1"}
 WINDOW = 50

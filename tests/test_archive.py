@@ -12,8 +12,8 @@ import pytest
 
 from trainers import archive, rundir
 from trainers.cli import plot_main
-from trainers.plotting import find_runs, summary_table
-from trainers.sweep import main as sweep_main
+from trainers.experiments.plotting import find_runs, summary_table
+from trainers.experiments.sweep import main as sweep_main
 
 
 def _trainer_run(root, name, *, level=1, strategy="bptt", clip="none", seed=0, epochs=40, done=None, failed=False):

@@ -14,7 +14,7 @@ import pytest
 
 import diffenvs
 from trainers import rundir
-from trainers.baseline import BASELINE_COLUMNS, evaluation_states, main, train_baseline
+from trainers.experiments.baseline import BASELINE_COLUMNS, evaluation_states, main, train_baseline
 from trainers.networks import Controller
 from trainers.rollout import Problem, rollout_loss
 
@@ -47,8 +47,8 @@ def test_command_writes_a_plottable_run_evaluated_on_the_trainers_test_set(tmp_p
     from brax.training.agents.ppo import networks as ppo_networks
     from brax.training.agents.ppo import train as ppo
     from diffenvs.brax_adapter import BraxEnv
-    from trainers.baseline import default_hyperparameters
-    from trainers.plotting import plot_runs, runs_figure
+    from trainers.experiments.baseline import default_hyperparameters
+    from trainers.experiments.plotting import plot_runs, runs_figure
 
     out = tmp_path / "ppo"
     args = ["cartpole", "--algo", "ppo", "--poles", "2", "--seed", "3", "--timesteps", "80", "--eval-every", "40",

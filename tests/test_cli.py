@@ -7,11 +7,11 @@ import re
 import pytest
 
 from trainers import rundir
-from trainers.baseline import _parser as baseline_parser
-from trainers.baseline import main as baseline_main
+from trainers.experiments.baseline import _parser as baseline_parser
+from trainers.experiments.baseline import main as baseline_main
 from trainers.cli import _train_parser, default_run_dir, plot_main, sweep_main, train_main
-from trainers.comparison import main as compare_main
-from trainers.sweep import _parser as sweep_parser
+from trainers.experiments.comparison import main as compare_main
+from trainers.experiments.sweep import _parser as sweep_parser
 from trainers.training import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("fast_compilation")  # compilation dominates the training here

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from trainers import rundir
-from trainers.comparison import (comparison_table, main, parse_case, run_comparison, run_name, steps_table,
+from trainers.experiments.comparison import (comparison_table, main, parse_case, run_comparison, run_name, steps_table,
                                  write_table)
-from trainers.plotting import plot_comparison
+from trainers.experiments.plotting import plot_comparison
 
 APG_TINY = {"eval_every": 400, "hyperparameters": {"num_envs": 4, "hidden_layer_sizes": [16]}, "num_test": 8}
 

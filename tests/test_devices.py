@@ -11,7 +11,7 @@ SCRIPT = """
 import json, sys
 import jax
 from trainers import engine, rundir
-from trainers.sweep import SweepSpec, run_sweep
+from trainers.experiments.sweep import SweepSpec, run_sweep
 devices = int(sys.argv[2])
 spec = SweepSpec(tasks=("cartpole",), levels=(1,), strategies=("bptt", "modified", "one_step"), clips=("none",),
                  options={"epochs": 3, "checkpoint_every": 1, "num_train": 16, "num_test": 16,

@@ -14,7 +14,7 @@ import pytest
 
 import diffenvs
 from diffenvs.core import EnvState, FunctionalEnv, params_dataclass, static_field
-from trainers.diagnostics import (
+from trainers.experiments.diagnostics import (
     gradient_norm_by_horizon, horizon_gradients, lyapunov_exponent, main, per_episode_gradient_variance,
     per_episode_gradients, time_step,
 )
@@ -236,7 +236,7 @@ def test_command_refuses_bad_flags_in_one_line(argv, message, capsys):
 
 def test_a_run_directory_is_diagnosed_at_its_checkpoint(tmp_path, capsys):
     from trainers import train
-    from trainers.diagnostics import diagnose_run
+    from trainers.experiments.diagnostics import diagnose_run
 
     config = TrainConfig(task="cartpole", env_params={"num_poles": 1, "num_steps": 4}, strategy="bptt",
                          num_train=8, num_test=4, batch_size=4, epochs=3, learning_rate=0.05, seed=3)

@@ -43,7 +43,7 @@ def test_the_api_reference_is_generated_from_the_docstrings(site: Path):
                    "diffenvs.brax_adapter.brax_env"):
         assert f'id="{anchor}"' in diffenvs_page, anchor
     for anchor in ("trainers.config.TrainConfig", "trainers.engine.train_members", "trainers.presets.study_preset",
-                   "trainers.sweep.SweepSpec", "trainers.archive.export_runs"):
+                   "trainers.experiments.sweep.SweepSpec", "trainers.experiments.archive.export_runs"):
         assert f'id="{anchor}"' in trainers_page, anchor
     # a sentence of a docstring, rendered
     assert "semi-implicit Euler step" in diffenvs_page

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainers.archive import read_archive
+from trainers.experiments.archive import read_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT / "docs" / "results" / "quantum.csv.gz"

@@ -20,7 +20,7 @@ from trainers.rollout import Problem, rollout_loss
 from trainers.strategies import bptt, get_strategy, parse_strategy, truncated
 from trainers.strategies.ivw import perturbation_directions
 from trainers.strategies.shac import td_lambda_targets
-from trainers.sweep import SweepSpec, run_sweep
+from trainers.experiments.sweep import SweepSpec, run_sweep
 from trainers.training import train
 
 CONTINUOUS = {"num_poles": 1, "num_steps": 12, "loss_mode": "continuous"}
@@ -276,8 +276,8 @@ def test_shac_resumes_exactly_after_a_kill_of_diffenvs_train(tmp_path):
 
 def test_the_commands_take_the_new_strategies_by_name(capsys):
     from trainers.cli import train_main
-    from trainers.comparison import run_comparison, run_name
-    from trainers.sweep import _parse_strategy
+    from trainers.experiments.comparison import run_comparison, run_name
+    from trainers.experiments.sweep import _parse_strategy
 
     assert _parse_strategy("shac:horizon=16") == {"strategy": "shac", "strategy_options": {"horizon": 16}}
     assert _parse_strategy("hig") == {"strategy": "hig"}

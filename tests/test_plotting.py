@@ -8,7 +8,7 @@ import pytest
 
 from trainers import rundir
 from trainers.cli import plot_main
-from trainers.plotting import (
+from trainers.experiments.plotting import (
     find_runs, moving_average, plot_runs, plot_study, runs_figure, strategy_label, summary_table, x_values,
 )
 

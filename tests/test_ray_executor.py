@@ -18,10 +18,10 @@ ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
 from trainers import rundir  # noqa: E402
-from trainers.ray_executor import (  # noqa: E402
+from trainers.experiments.ray_executor import (  # noqa: E402
     TASK_PROCESS_TITLE, run_sweep_on_ray, start_local_cluster, train_group_task,
 )
-from trainers.sweep import SweepSpec, main, plan, run_sweep  # noqa: E402
+from trainers.experiments.sweep import SweepSpec, main, plan, run_sweep  # noqa: E402
 
 EPOCHS = 40
 TINY = {"epochs": EPOCHS, "num_train": 16, "num_test": 8, "batch_size": 8, "checkpoint_every": 1,
@@ -200,7 +200,7 @@ def test_a_driver_process_connects_to_the_cluster_and_leaves_it_running(cluster,
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY),
                                                                             os.environ.get("PYTHONPATH")]))}
     one_group = [*CLI_GRID[:CLI_GRID.index("--strategies") + 1], "bptt", *CLI_GRID[CLI_GRID.index("--clips"):]]
-    completed = subprocess.run([sys.executable, "-m", "trainers.sweep", str(tmp_path), *one_group,
+    completed = subprocess.run([sys.executable, "-m", "trainers.experiments.sweep", str(tmp_path), *one_group,
                                 "--executor", "ray", "--address", cluster, "--quiet"],
                                capture_output=True, text=True, env={**environment, FAST_COMPILATION: "1"},
                                timeout=600)

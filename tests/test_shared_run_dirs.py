@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from trainers import rundir
-from trainers.sweep import SweepSpec, run_sweep
+from trainers.experiments.sweep import SweepSpec, run_sweep
 from trainers.training import TrainConfig, train
 
 TINY = dict(task="cartpole", env_params={"num_poles": 1, "num_steps": 20}, num_train=16, num_test=16,
@@ -30,7 +30,7 @@ def test_train_refuses_a_run_directory_that_another_process_trains(tmp_path):
 
 
 def _sweep_command(out):
-    return [sys.executable, "-m", "trainers.sweep", str(out), "--tasks", "cartpole", "--levels", "1",
+    return [sys.executable, "-m", "trainers.experiments.sweep", str(out), "--tasks", "cartpole", "--levels", "1",
             "--strategies", "bptt", "combined", "--clips", "none", "norm",
             "--max-group", "1", "--epochs", "3", "--checkpoint-every", "1", "--quiet",
             "--set", "num_train=16", "--set", "num_test=16", "--set", 'env_params={"num_steps": 20}']

@@ -11,7 +11,7 @@ from trainers.config import TrainConfig, strategy_fields
 from trainers.strategies import (
     Strategy, StrategyResult, bptt, get_strategy, parse_strategy, strategy_names,
 )
-from trainers.sweep import SweepSpec, run_sweep
+from trainers.experiments.sweep import SweepSpec, run_sweep
 from trainers.training import train
 
 TINY = dict(task="cartpole", env_params={"num_poles": 1, "num_steps": 20}, num_train=16, num_test=16,
@@ -137,7 +137,7 @@ def test_gradient_variance_column_is_the_mean_of_each_batch_variance():
     """With an optimizer that never moves the parameters, the column equals the mean over the epoch's
     batches of the per-episode gradient variance at the initial parameters."""
     import optax
-    from trainers.diagnostics import per_episode_gradient_variance
+    from trainers.experiments.diagnostics import per_episode_gradient_variance
     from trainers.training import initial_states
     config = TrainConfig(**{**TINY, "epochs": 1}, strategy="bptt", gradient_variance=True)
     result = train(config, optimizer=optax.set_to_zero(), quiet=True)

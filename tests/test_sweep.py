@@ -13,7 +13,7 @@ import pytest
 from trainers import rundir
 from trainers.rollout import rollout_loss
 from trainers.strategies import STRATEGIES, Strategy, StrategyResult, sign_agreement, truncated
-from trainers.sweep import (
+from trainers.experiments.sweep import (
     FAILED_FILE, SweepSpec, config_record, main, plan, run_sweep,
 )
 from trainers.engine import clip_update, run_data as _run_data

@@ -179,7 +179,7 @@ def canonical_env_params(task: str, given: dict[str, Any]) -> dict[str, Any]:
 def _strategy_fields(args: argparse.Namespace) -> dict[str, Any]:
     """TrainConfig fields of ``--strategy`` (the sweep's spellings) with --truncate-every, --es-population
     and --es-noise; ValueError naming the flag on a bad or contradictory value."""
-    from trainers.sweep import _parse_strategy
+    from trainers.experiments.sweep import _parse_strategy
     try:
         fields = _parse_strategy(args.strategy)
     except ValueError as error:
@@ -357,7 +357,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     last = result.metrics[-1]
     print(f"epoch {last['epoch']}: train loss {last['train_loss']:.4g}, test loss {last['test_loss']:.4g}")
     if not args.no_plot:
-        from trainers.plotting import plot_runs
+        from trainers.experiments.plotting import plot_runs
         figure = plot_runs([out], out / "test_loss.png")
         print(f"plot: {figure}")
     return 0
@@ -402,7 +402,7 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
         problem = check_file_path(flag, path)
         if problem:
             parser.error(problem)
-    from trainers.plotting import plot_runs, plot_study, summary_table
+    from trainers.experiments.plotting import plot_runs, plot_study, summary_table
     try:
         if args.study is not None:
             from diffenvs.registry import canonical_name
@@ -433,11 +433,11 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
 SWEEP_FLAGS = {"name": "--tasks: name", "tasks": "--tasks", "level": "--levels", "levels": "--levels",
                "strategies": "--strategies", "clips": "--clips", "seeds": "--seeds", "part": "--part",
                "max_group": "--max-group", "options/vary": "--set/--vary", "spec": "the grid"}
-"""Names in the messages of :mod:`trainers.sweep` and the flags of ``diffenvs-sweep`` that set them."""
+"""Names in the messages of :mod:`trainers.experiments.sweep` and the flags of ``diffenvs-sweep`` that set them."""
 
 
 def sweep_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``diffenvs-sweep``: :func:`trainers.sweep.main` with defaults shown once in --help,
+    """Entry point of ``diffenvs-sweep``: :func:`trainers.experiments.sweep.main` with defaults shown once in --help,
     OUT checked first, and a one-line error (no traceback) when a file cannot be written."""
     from trainers import sweep
     parser = sweep._parser()

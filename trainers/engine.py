@@ -2,7 +2,7 @@
 
 A *group* is a set of runs that share shapes (task, environment parameters, data sizes, optimizer,
 learning rate, strategy family) and train as ONE jitted program vmapped over the runs. A single run
-(:func:`trainers.training.train`) is a group of one; a sweep (:mod:`trainers.sweep`) trains larger
+(:func:`trainers.training.train`) is a group of one; a sweep (:mod:`trainers.experiments.sweep`) trains larger
 groups. Both go through :func:`make_group_epoch` and :func:`train_members`, so a strategy that works in
 one works in the other.
 
@@ -41,9 +41,8 @@ import optax
 from diffenvs.core import EnvState, FunctionalEnv
 from trainers import rundir
 from trainers.config import CLIP_MODES, OPTIMIZERS, TrainConfig
-from trainers.diagnostics import per_episode_gradient_variance
 from trainers.networks import Controller
-from trainers.rollout import Problem, rollout_loss
+from trainers.rollout import Problem, per_episode_gradient_variance, rollout_loss
 from trainers.strategies import STUDY_GATES, Strategy, cosine_similarity, gated_fields, sign_agreement
 
 GATED_STRATEGIES = ("bptt", "modified", "network_only", "one_step", "combined", "truncated")
@@ -191,7 +190,7 @@ def make_group_epoch(problem: Problem, optimizer: optax.GradientTransformation, 
     backward sweeps per run; otherwise every run uses ``strategy`` (stateless or stateful; its
     ``metric_names`` become metrics). ``optimizer`` is the optimizer without clipping (clipping is
     per-run data). Inactive runs keep their state. ``gradient_variance`` adds the metric of that name
-    (:func:`trainers.diagnostics.per_episode_gradient_variance` of each batch, averaged).
+    (:func:`trainers.rollout.per_episode_gradient_variance` of each batch, averaged).
     """
     extra_names = () if strategy is None else tuple(n for n in strategy.metric_names if n != "cosine")
 

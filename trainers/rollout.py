@@ -95,3 +95,30 @@ def instance_losses(problem: Problem, params: Any, initial_states: EnvState) -> 
     """Each instance's loss, shape (batch,): the rollout of every state on its own."""
     single = lambda state: rollout_loss(problem, params, jax.tree.map(lambda x: x[None], state))
     return jax.vmap(single)(initial_states)
+
+
+# ------------------------------------------------------------------ per-episode gradient variance
+
+def per_episode_gradients(problem: Problem, params: Any, initial_states: EnvState,
+                          gate: Gate = plain_gate) -> Any:
+    """Each episode's parameter gradient of its own loss: the structure of ``params`` with a leading
+    batch axis. Their mean is the gradient of the batch loss. ``gate`` selects the strategy (default:
+    plain BPTT, see :mod:`trainers.rollout`)."""
+    def single(state: EnvState) -> Any:
+        batch_of_one = jax.tree.map(lambda x: x[None], state)
+        return jax.grad(lambda p: rollout_loss(problem, p, batch_of_one, gate))(params)
+
+    return jax.vmap(single)(initial_states)
+
+
+def per_episode_gradient_variance(problem: Problem, params: Any, initial_states: EnvState,
+                                  gate: Gate = plain_gate) -> Array:
+    """Variance across the batch's episodes of the per-episode gradients g_i, summed over parameters:
+    the trace of their covariance, Σ_i ‖g_i − ḡ‖² / (n − 1) with the unbiased divisor n − 1 (n =
+    batch size, at least 2). Scalar, in squared loss units per squared parameter unit."""
+    count = initial_states.physics.shape[0]
+    if count < 2:
+        raise ValueError(f"initial_states must hold at least 2 episodes for a variance, got {count}")
+    gradients = per_episode_gradients(problem, params, initial_states, gate)
+    squares = [jnp.sum(jnp.square(leaf - jnp.mean(leaf, axis=0))) for leaf in jax.tree.leaves(gradients)]
+    return sum(squares) / (count - 1)

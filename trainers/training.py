@@ -63,7 +63,7 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
     reaches it, or at ``config.epochs``, whichever comes first. The epoch reached depends on the
     machine; the parameters at a given epoch do not (train with ``epochs`` set to it to reproduce them).
 
-    A run alone and the same run in a sweep group (:mod:`trainers.sweep`) use the same program but
+    A run alone and the same run in a sweep group (:mod:`trainers.experiments.sweep`) use the same program but
     different batch shapes, so their metrics agree to float rounding, not bit for bit.
     """
     if minutes is not None:

@@ -9,7 +9,8 @@ be jitted with the problem and any integer arguments held static (e.g. in a clos
   the first H steps with respect to the parameters, for several H, from one forward rollout.
 * :func:`lyapunov_exponent`: the finite-time largest Lyapunov exponent of the closed-loop map
   x_{t+1} = S(x_t, N(x_t)) per instance, by propagating a tangent vector with ``jax.jvp``.
-* :func:`per_episode_gradient_variance`: the trace of the covariance of the per-episode gradients.
+* :func:`per_episode_gradient_variance` (from :mod:`trainers.rollout`, where the engine takes its
+  ``gradient_variance`` column): the trace of the covariance of the per-episode gradients.
 
 ``diffenvs-diagnose`` (:func:`main`) prints and plots them for the study's tasks and levels.
 """
@@ -29,7 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffenvs.core import EnvState
-from trainers.rollout import Gate, Problem, plain_gate, rollout_loss
+from trainers.rollout import (  # noqa: F401  (per-episode gradients: re-exported, part of the diagnostics)
+    Gate, Problem, per_episode_gradient_variance, per_episode_gradients, plain_gate, rollout_loss,
+)
 
 Array = jax.Array
 
@@ -167,33 +170,6 @@ def lyapunov_exponent(problem: Problem, params: Any, initial_states: EnvState, s
     tangent, _ = unit(jax.random.normal(key, physics.shape, physics.dtype))
     _, log_growth = jax.lax.scan(body, (physics, initial_states.time, tangent), jnp.arange(steps))
     return jnp.mean(log_growth, axis=0)
-
-
-# ------------------------------------------------------------------ per-episode gradient variance
-
-def per_episode_gradients(problem: Problem, params: Any, initial_states: EnvState,
-                          gate: Gate = plain_gate) -> Any:
-    """Each episode's parameter gradient of its own loss: the structure of ``params`` with a leading
-    batch axis. Their mean is the gradient of the batch loss. ``gate`` selects the strategy (default:
-    plain BPTT, see :mod:`trainers.rollout`)."""
-    def single(state: EnvState) -> Any:
-        batch_of_one = jax.tree.map(lambda x: x[None], state)
-        return jax.grad(lambda p: rollout_loss(problem, p, batch_of_one, gate))(params)
-
-    return jax.vmap(single)(initial_states)
-
-
-def per_episode_gradient_variance(problem: Problem, params: Any, initial_states: EnvState,
-                                  gate: Gate = plain_gate) -> Array:
-    """Variance across the batch's episodes of the per-episode gradients g_i, summed over parameters:
-    the trace of their covariance, Σ_i ‖g_i − ḡ‖² / (n − 1) with the unbiased divisor n − 1 (n =
-    batch size, at least 2). Scalar, in squared loss units per squared parameter unit."""
-    count = initial_states.physics.shape[0]
-    if count < 2:
-        raise ValueError(f"initial_states must hold at least 2 episodes for a variance, got {count}")
-    gradients = per_episode_gradients(problem, params, initial_states, gate)
-    squares = [jnp.sum(jnp.square(leaf - jnp.mean(leaf, axis=0))) for leaf in jax.tree.leaves(gradients)]
-    return sum(squares) / (count - 1)
 
 
 # ----------------------------------------------------------------------------------- command line

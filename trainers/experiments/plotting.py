@@ -9,7 +9,7 @@
 
 Metrics files are read leniently: any columns beyond ``test_loss`` are optional (the RL baselines write
 ``epoch, env_steps, wall_seconds, train_loss, test_loss``), and a cut-short last line is ignored.
-Run archives (``.csv.gz`` files of :mod:`trainers.archive`) are read wherever run directories are.
+Run archives (``.csv.gz`` files of :mod:`trainers.experiments.archive`) are read wherever run directories are.
 """
 
 from __future__ import annotations
@@ -88,9 +88,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
 
 
 def read_archive_runs(path: str | Path) -> list[RunRecord]:
-    """The runs of a run archive (:mod:`trainers.archive`), sorted by name; ValueError if the archive is
+    """The runs of a run archive (:mod:`trainers.experiments.archive`), sorted by name; ValueError if the archive is
     malformed or a run has no test losses."""
-    from trainers.archive import read_archive
+    from trainers.experiments.archive import read_archive
     records = []
     for name, run in sorted(read_archive(path).items()):
         columns = run.float_columns()
@@ -102,7 +102,7 @@ def read_archive_runs(path: str | Path) -> list[RunRecord]:
 
 def find_runs(paths: Sequence[str | Path | RunRecord]) -> list[RunRecord]:
     """Runs among ``paths``: each path is a run directory, a root searched recursively for run directories,
-    or a run archive file (``.csv.gz``, see :mod:`trainers.archive`); a :class:`RunRecord` already read is
+    or a run archive file (``.csv.gz``, see :mod:`trainers.experiments.archive`); a :class:`RunRecord` already read is
     taken as it is (so that several tables and figures of the same runs read them once)."""
     records = []
     for path in paths:
@@ -219,7 +219,7 @@ _NOT_DISTINGUISHING = ("diffenvs_version", "brax_version")
 
 
 def is_rl_run(config: dict[str, Any]) -> bool:
-    """Whether the run is an RL baseline (:mod:`trainers.baseline`): its rows are evaluations, not epochs."""
+    """Whether the run is an RL baseline (:mod:`trainers.experiments.baseline`): its rows are evaluations, not epochs."""
     return bool(config.get("algo")) or config.get("strategy") in RL_ALGOS
 
 

@@ -385,7 +385,7 @@ def _parser() -> argparse.ArgumentParser:
                     "per evaluation) that diffenvs-plot overlays with gradient runs. A baseline run is NOT "
                     "resumable (brax's trainers keep their state in memory): an interrupted run must be "
                     "restarted, and an existing run directory is refused without --overwrite.",
-        epilog="Defaults per algorithm and task: see trainers/baseline.py and docs/rl-comparison.md. "
+        epilog="Defaults per algorithm and task: see trainers/experiments/baseline.py and docs/rl-comparison.md. "
                "Example: diffenvs-baseline cartpole --algo ppo --poles 2 --minutes 20 --out runs/p2-ppo",
         formatter_class=HelpFormatter)
     parser.add_argument("task", choices=TASKS, help="the control problem")
@@ -497,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{rows[-1]['wall_seconds']:.1f} s: test loss {losses[0]:.4g} before training, {losses[-1]:.4g} at the "
           f"end, best {min(losses):.4g}; run directory {out}")
     if not args.no_plot:
-        from trainers.plotting import plot_runs
+        from trainers.experiments.plotting import plot_runs
         figure = plot_runs([out], out / "test_loss.png")
         print(f"plot: {figure}")
     return 0

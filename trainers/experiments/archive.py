@@ -45,7 +45,7 @@ import numpy as np
 
 from trainers import rundir
 
-FAILED_FILE = "failed.json"          # trainers.sweep.FAILED_FILE (not imported: the sweep module is heavy)
+FAILED_FILE = "failed.json"          # trainers.experiments.sweep.FAILED_FILE (not imported: the sweep module is heavy)
 ARCHIVE_COLUMNS = ("run", "kind", "config", "meta")
 _KINDS = ("run", "row")
 

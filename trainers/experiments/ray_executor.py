@@ -1,6 +1,6 @@
 """The Ray executor of sweeps: each group of a sweep's plan is one Ray task, on any node of a cluster.
 
-The groups are those of :func:`trainers.sweep.plan` and each task runs :func:`trainers.sweep.train_group`,
+The groups are those of :func:`trainers.experiments.sweep.plan` and each task runs :func:`trainers.experiments.sweep.train_group`,
 so every run trains in the same vmapped program as with the local executor and its per-epoch metrics
 are bit-identical to a local sweep of the same grid (on the same kind of CPU or GPU). A task whose
 worker dies (SIGKILL, a lost node) is retried (``max_retries``) and resumes from its runs' checkpoints.
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from trainers import rundir
-from trainers.sweep import FAILED_FILE, Group, RunStatus, SweepResult, SweepSpec, plan, train_group
+from trainers.experiments.sweep import FAILED_FILE, Group, RunStatus, SweepResult, SweepSpec, plan, train_group
 
 CONNECT_TIMEOUT_SECONDS = 3.0
 """How long the TCP check of ``address`` waits for the cluster's head before giving up."""
@@ -244,7 +244,7 @@ def check_shared(marker: Path, token: str) -> None:
 
 
 def train_group_task(group: Group, marker: Path, token: str, devices: int | None = None) -> list[RunStatus]:
-    """What one Ray task runs: :func:`~trainers.sweep.train_group` of ``group``, resuming (the driver
+    """What one Ray task runs: :func:`~trainers.experiments.sweep.train_group` of ``group``, resuming (the driver
     handles ``overwrite`` once, so a retried task resumes rather than restarts), after checking with
     :func:`check_shared` that this node sees the driver's output directory. ``devices``: split the
     group's runs over this many of the worker's devices (None: all it sees)."""
@@ -278,7 +278,7 @@ def run_sweep_on_ray(spec: SweepSpec, out_root: str | Path, *, address: str | No
     ``gpus_per_task`` GPUs; a task whose worker dies is retried up to ``max_retries`` times (resuming
     from checkpoints), a task that raises is not. ``out_root`` must be on a filesystem every node
     mounts at the same path. Returns the runs' statuses in the order of
-    :func:`trainers.sweep.run_sweep` and the wall time in seconds (cluster start included). ``devices``:
+    :func:`trainers.experiments.sweep.run_sweep` and the wall time in seconds (cluster start included). ``devices``:
     split each group's runs over this many of its worker's devices (None: all the worker sees).
     """
     started = time.perf_counter()

@@ -358,13 +358,13 @@ def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | 
     over this many local devices (None: all).
 
     ``executor`` "local" trains the groups one after the other in this process; "ray" runs each group
-    as one Ray task (:func:`trainers.ray_executor.run_sweep_on_ray`: ``address`` of a running cluster or
+    as one Ray task (:func:`trainers.experiments.ray_executor.run_sweep_on_ray`: ``address`` of a running cluster or
     None for a local one, ``cpus_per_task`` and ``gpus_per_task`` reserved per task; no ``callback``).
     """
     if executor == "ray":
         if callback is not None:
             raise ValueError("callback: not supported by executor 'ray' (the runs train in other processes)")
-        from trainers.ray_executor import run_sweep_on_ray
+        from trainers.experiments.ray_executor import run_sweep_on_ray
         return run_sweep_on_ray(spec, out_root, address=address, cpus_per_task=cpus_per_task,
                                 gpus_per_task=gpus_per_task, part=part, max_group=max_group,
                                 split_combined=split_combined, overwrite=overwrite, quiet=quiet,
@@ -454,7 +454,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="--executor ray: the head of a running Ray cluster (default: start a local one)")
     parser.add_argument("--cpus-per-task", type=float, default=1, help="--executor ray: CPUs reserved per group")
     parser.add_argument("--gpus-per-task", type=float, default=0, help="--executor ray: GPUs reserved per group")
-    archive = parser.add_argument_group("archives (instead of training; see trainers.archive)")
+    archive = parser.add_argument_group("archives (instead of training; see trainers.experiments.archive)")
     exclusive = archive.add_mutually_exclusive_group()
     exclusive.add_argument("--export", type=Path, default=None, metavar="ARCHIVE",
                            help="write the configs and metrics of every run directory under OUT into ONE "

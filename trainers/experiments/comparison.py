@@ -1,7 +1,7 @@
 """The RL comparison: brax PPO, SAC and APG against gradient strategies at equal wall time.
 
 ``run_comparison`` trains, for each case (task and complexity level) and each method, one run
-directory under ``out``: RL methods with :func:`trainers.baseline.train_baseline` and a time budget,
+directory under ``out``: RL methods with :func:`trainers.experiments.baseline.train_baseline` and a time budget,
 gradient strategies with :func:`trainers.training.train` on the study protocol and the same budget
 (``minutes``). Finished runs are skipped: gradient runs resume from their checkpoint, RL runs (which
 brax cannot resume) are restarted when unfinished. ``comparison_table`` reads the run directories
@@ -27,10 +27,10 @@ import numpy as np
 
 from diffenvs.registry import canonical_name
 from trainers import rundir
-from trainers.archive import export_runs
-from trainers.baseline import ALGOS, short_task_name, train_baseline
+from trainers.experiments.archive import export_runs
+from trainers.experiments.baseline import ALGOS, short_task_name, train_baseline
 from trainers.checks import check_finite_positive
-from trainers.plotting import RunRecord, csv_text, find_runs, plot_comparison, run_level, strategy_label, x_values
+from trainers.experiments.plotting import RunRecord, csv_text, find_runs, plot_comparison, run_level, strategy_label, x_values
 from trainers.presets import COMPLEXITY_LEVELS, study_preset
 from trainers.strategies import parse_strategy, strategy_names
 from trainers.training import strategy_fields, train

@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from trainers import archive, rundir
+from trainers import rundir
+from trainers.experiments import archive
 from trainers.cli import plot_main
 from trainers.experiments.plotting import find_runs, summary_table
 from trainers.experiments.sweep import main as sweep_main

@@ -439,7 +439,7 @@ SWEEP_FLAGS = {"name": "--tasks: name", "tasks": "--tasks", "level": "--levels",
 def sweep_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-sweep``: :func:`trainers.experiments.sweep.main` with defaults shown once in --help,
     OUT checked first, and a one-line error (no traceback) when a file cannot be written."""
-    from trainers import sweep
+    from trainers.experiments import sweep
     parser = sweep._parser()
     parser.formatter_class = HelpFormatter
     args = parser.parse_args(argv)

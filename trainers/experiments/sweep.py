@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.merge and args.export is None:
         parser.error("--merge applies to --export")
     if args.export is not None or args.import_ is not None:
-        from trainers import archive
+        from trainers.experiments import archive
         try:
             if args.export is not None:
                 names = archive.export_runs([args.out], args.export, merge=args.merge)

@@ -218,15 +218,17 @@ def test_hig_without_truncation_is_the_half_inverse_of_a_square_jacobian(x64):
 
 SWEEP_OPTIONS = dict(env_params={"num_steps": 8, "loss_mode": "continuous"}, num_train=16, num_test=16,
                      batch_size=8, epochs=3, checkpoint_every=2)
-COLUMNS = {"shac": ("critic_loss", "critic_value"), "ivw": ("ivw_alpha", "zo_nonzero"), "hig": ("hig_rank",)}
+COLUMNS = {"shac": ("critic_loss", "critic_value"), "ivw": ("ivw_alpha", "zo_nonzero"),
+           "alpha_order": ("ivw_alpha", "zo_nonzero"), "hig": ("hig_rank",)}
 
 
 @pytest.mark.usefixtures("fast_compilation")
 def test_a_sweep_of_the_new_strategies_trains_lowers_the_loss_and_writes_their_columns(tmp_path):
-    spec = SweepSpec(tasks=("cartpole",), levels=(1,), strategies=("shac:horizon=4", "ivw:population=4", "hig"),
+    spec = SweepSpec(tasks=("cartpole",), levels=(1,), strategies=("shac:horizon=4", "ivw:population=4",
+                                                                 "alpha_order:alpha=0.5,population=4", "hig"),
                      clips=("norm",), seeds=(0, 1), options={**SWEEP_OPTIONS, "learning_rate": 3e-3})
     result = run_sweep(spec, tmp_path, quiet=True)
-    assert [status.status for status in result.runs] == ["trained"] * 6
+    assert [status.status for status in result.runs] == ["trained"] * 8
     for status in result.runs:
         name = status.run.config.strategy
         header = (status.run.run_dir / rundir.METRICS_FILE).read_text().splitlines()[0].split(",")
@@ -235,6 +237,8 @@ def test_a_sweep_of_the_new_strategies_trains_lowers_the_loss_and_writes_their_c
         assert len(rows) == SWEEP_OPTIONS["epochs"] + 1
         assert all(np.isfinite(rows[-1][column]) for column in COLUMNS[name])
         assert rows[-1]["test_loss"] < rows[0]["test_loss"], (status.run.name, [r["test_loss"] for r in rows])
+        if name == "alpha_order":                   # the fixed weight of the first-order estimate is recorded
+            assert all(row["ivw_alpha"] == 0.5 for row in rows[1:])
 
 
 def test_shac_resumes_exactly_after_a_kill_of_diffenvs_train(tmp_path):

@@ -252,10 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="diffenvs-compare",
-        description="Run the RL comparison: for each case, brax PPO, SAC and APG and the gradient strategies "
-                    f"bptt and combined (study protocol, clip {GRADIENT_CLIP}) with the same wall-time budget, one "
-                    "run directory each under OUT (finished runs are skipped); then print the table and draw the "
-                    "figure (test loss against wall time and environment steps).",
+        description="Run the RL comparison: for each case, the methods (by default brax PPO, SAC and APG and the "
+                    f"gradient strategies {' and '.join(GRADIENT_STRATEGIES)}; any registered strategy, such as shac "
+                    f"or ivw:population=32, may be added; study protocol, clip {GRADIENT_CLIP}) with the same wall-time "
+                    "budget, one run directory each under OUT (finished runs are skipped); then print the table and "
+                    "draw the figure (test loss against wall time and environment steps).",
         formatter_class=HelpFormatter)
     parser.add_argument("out", type=Path, help="output root (one run directory per case and method)")
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="TASK:LEVEL cases")

@@ -1,6 +1,7 @@
-"""docs/run_milestones.py, which prints the per-run tables of docs/results.md from a committed archive."""
+"""docs/run_milestones.py and docs/modern_comparison.py, which print the tables of docs/results.md from run archives."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,44 @@ def test_milestones_mark_a_run_stopped_by_a_non_finite_value(tmp_path):
     lines = milestones.milestones_markdown([tmp_path], epochs=[4]).splitlines()[2:]
     assert lines == ["| `bptt`, clip by norm 1 | 0 | 100.0 | 93.0 (7) | 96.5 | 96.5 |",
                      "| `bptt`, clip by norm 1 (stopped after epoch 7: non-finite) | 1 | 100.0 | 93.0 (7) | 96.5 | 96.5 |"]
+
+
+def load_modern_comparison():
+    spec = importlib.util.spec_from_file_location("modern_comparison", ROOT / "docs" / "modern_comparison.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_run(root, name, config, losses):
+    run_dir = root / name
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "metrics.csv").write_text("epoch,test_loss\n" + "".join(f"{e},{v}\n" for e, v in enumerate(losses)))
+
+
+def test_modern_comparison_table_and_figure(tmp_path, capsys):
+    comparison = load_modern_comparison()
+    base = {"task": "CartPole", "env_params": {"num_poles": 4}, "clip": "none"}
+    for seed, scale in enumerate((1.0, 2.0, 4.0)):             # 60 epochs: the last 50 are epochs 11..60
+        _write_run(tmp_path, f"bptt{seed}", {**base, "strategy": "bptt", "seed": seed},
+                   [2.0] + [scale * (100 - epoch) for epoch in range(1, 61)])
+    _write_run(tmp_path, "hig0", {**base, "strategy": "hig", "seed": 0}, [2.0, 1.5, 1.0, 0.5])  # 3 epochs
+    _write_run(tmp_path, "ivw64", {"task": "QuantumControl", "env_params": {"target_state": 5}, "clip": "none",
+                                   "strategy": "ivw", "precision": "float64", "seed": 1}, [128.0, 120.0])
+    _write_run(tmp_path, "clipped", {**base, "strategy": "shac", "seed": 0, "clip": "norm"}, [2.0, 1.0])
+    _write_run(tmp_path, "other_level", {**base, "env_params": {"num_poles": 3}, "strategy": "shac", "seed": 0},
+               [2.0, 1.0])
+    lines = comparison.comparison_markdown([tmp_path]).splitlines()[2:]
+    bptt_medians = [scale * np.median([100 - epoch for epoch in range(11, 61)]) for scale in (1.0, 2.0, 4.0)]
+    assert bptt_medians == [64.5, 129.0, 258.0]
+    assert lines == [
+        "| cart-pole, 4 poles | `bptt` | 0, 1, 2 | 60 | 1 | 2 (2–2) | 129 (64.5–258) |",
+        "| cart-pole, 4 poles | `hig` | 0 | 3 | 45.6 | 2 | 1 |",                       # median of epochs 1..3
+        "| quantum control, target 5 | `ivw, float64` | 1 | 1 | 6.9 | 128 | 120 |",
+    ]                                                   # the clipped run and the other level are left out
+    out = comparison.plot([tmp_path], tmp_path / "figure.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit):
+        comparison.main([str(tmp_path / "clipped")])
+    assert "no runs without clipping at the hardest levels" in capsys.readouterr().err

@@ -1,0 +1,169 @@
+"""The modern gradient estimators beside the study's at the hardest levels: the table and figure of
+docs/results.md ("Modern gradient estimators at the hardest levels").
+
+    python docs/modern_comparison.py docs/results/cartpole.csv.gz docs/results/guidance.csv.gz \\
+        docs/results/quantum.csv.gz --plot docs/images/modern_estimators.png
+
+The runs: the runs without clipping at cart-pole 4 poles, guidance rc 0.001 and quantum control
+target 5 found in the archives or run directories given, of the methods with a measured cost
+(:data:`COST`: the study's ``bptt`` and ``combined``, and ``shac``, ``ivw``, ``hig``; a float64 run is
+a method of its own, labelled ``, float64``).
+
+The table, per task and method: the seeds, the epochs, the cost of one epoch against ``bptt``
+(:data:`COST`, measured on the idle machine: docs/trainers.md, "Cost per epoch", and
+docs/extending.md for float64), the test loss at epoch 0 and the median test loss over the last 50
+epochs (over all epochs when a run has fewer), as the median over the seeds with their min-max.
+
+The figure: one panel per task, the test loss against the cost in ``bptt`` epochs (epoch x cost
+ratio, so that equal x is equal compute), the median over the seeds (moving average over 30 epochs,
+fewer for short runs) with the seeds' min-max as a band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from diffenvs.registry import canonical_name
+from trainers.experiments.plotting import RunRecord, find_runs, moving_average, run_level, strategy_label
+
+HARDEST = {"cartpole": 4, "guidance": 0.001, "quantum": 5}
+TASK_TITLES = {"cartpole": "cart-pole, 4 poles", "guidance": "guidance, rc 0.001", "quantum": "quantum control, target 5"}
+COST = {
+    "cartpole": {"bptt": 1.0, "combined": 1.1, "shac": 3.4, "ivw": 6.4, "hig": 45.6},
+    "guidance": {"bptt": 1.0, "combined": 1.3, "shac": 2.9, "ivw": 6.8, "hig": 298.0},
+    "quantum": {"bptt": 1.0, "combined": 1.3, "shac": 1.4, "ivw": 5.0, "hig": 12.9, "ivw, float64": 6.9},
+}
+"""Seconds per epoch of each method over those of ``bptt`` (float32) on the same task, measured with
+``benchmarks/strategy_cost.py`` and ``benchmarks/precision_cost.py`` (ivw in float64: 11.084 s against
+1.597 s) on the idle 2-core machine."""
+METHOD_ORDER = ("bptt", "combined", "shac", "ivw", "ivw, float64", "hig")
+WINDOW = 50
+SMOOTH = 30
+
+
+def task_key(config: dict) -> str | None:
+    """``cartpole``, ``guidance`` or ``quantum`` for a run at that task's hardest level without clipping."""
+    task = canonical_name(str(config.get("task", "")))
+    for key, level in HARDEST.items():
+        if task == canonical_name(key) and float(run_level(config)) == float(level) and config.get("clip") == "none":
+            return key
+    return None
+
+
+def method_label(config: dict) -> str:
+    """The strategy label, with ``, float64`` for a float64 run."""
+    label = strategy_label(config)
+    return f"{label}, float64" if config.get("precision") == "float64" else label
+
+
+def _rank(label: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(label) if label in METHOD_ORDER else len(METHOD_ORDER), label)
+
+
+def collect(paths: Sequence[str | Path]) -> dict[str, dict[str, list[RunRecord]]]:
+    """The runs by task key and method label, each list sorted by seed."""
+    runs: dict[str, dict[str, list[RunRecord]]] = {}
+    for record in find_runs(paths):
+        key = task_key(record.config)
+        label = method_label(record.config)
+        if key is not None and label in COST[key]:
+            runs.setdefault(key, {}).setdefault(label, []).append(record)
+    for methods in runs.values():
+        for records in methods.values():
+            records.sort(key=lambda record: int(record.config.get("seed", 0)))
+    return runs
+
+
+def final_loss(record: RunRecord) -> float:
+    """The median test loss over the last :data:`WINDOW` trained epochs (all of them when fewer)."""
+    losses = record.columns["test_loss"][1:]
+    return float(np.median(losses[-WINDOW:]))
+
+
+def _format(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _spread(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return _format(values[0])
+    return f"{_format(float(np.median(values)))} ({_format(min(values))}–{_format(max(values))})"
+
+
+def comparison_markdown(paths: Sequence[str | Path]) -> str:
+    """The table (markdown): one row per task and method."""
+    runs = collect(paths)
+    if not runs:
+        raise ValueError(f"no runs without clipping at the hardest levels in {list(map(str, paths))}")
+    lines = ["| task | method | seeds | epochs | cost per epoch (× `bptt`) | test loss at epoch 0 | "
+             "median of the last 50 epochs: median (min–max) over seeds |",
+             "|---|---|---|---|---|---|---|"]
+    for key in HARDEST:
+        for label in sorted(runs.get(key, {}), key=_rank):
+            records = runs[key][label]
+            seeds = ", ".join(str(record.config.get("seed")) for record in records)
+            epochs = sorted({len(record.columns["test_loss"]) - 1 for record in records})
+            initial = [float(record.columns["test_loss"][0]) for record in records]
+            lines.append(f"| {TASK_TITLES[key]} | `{label}` | {seeds} | {'/'.join(map(str, epochs))} | {COST[key][label]:g} | "
+                         f"{_spread(initial)} | {_spread([final_loss(record) for record in records])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(paths: Sequence[str | Path], out: Path) -> Path:
+    """The figure: one panel per task, test loss against the cost in ``bptt`` epochs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = collect(paths)
+    keys = [key for key in HARDEST if key in runs]
+    if not keys:
+        raise ValueError(f"no runs without clipping at the hardest levels in {list(map(str, paths))}")
+    figure, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.2), squeeze=False)
+    colours = {label: f"C{index}" for index, label in enumerate(METHOD_ORDER)}
+    for axis, key in zip(axes[0], keys):
+        for label in sorted(runs[key], key=_rank):
+            records = runs[key][label]
+            length = min(len(record.columns["test_loss"]) for record in records)
+            window = min(SMOOTH, max(1, (length - 1) // 10))
+            curves = np.array([moving_average(record.columns["test_loss"][:length], window) for record in records])
+            x = np.arange(length) * COST[key][label]
+            colour = colours.get(label, "k")
+            axis.plot(x, np.median(curves, axis=0), color=colour, label=f"{label} ({len(records)})",
+                      marker="o" if length <= 10 else None)
+            if len(records) > 1:
+                axis.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=colour, alpha=0.15, linewidth=0)
+        axis.set_yscale("log")
+        axis.set_title(TASK_TITLES[key])
+        axis.set_xlabel("cost in bptt epochs (epoch × cost ratio)")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("test loss")
+    axes[0][-1].legend(title="method (seeds)", fontsize=8)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run archives (.csv.gz) or folders of run directories")
+    parser.add_argument("--plot", type=Path, default=None, help="write the figure (PNG) here")
+    args = parser.parse_args(argv)
+    try:
+        sys.stdout.write(comparison_markdown(args.runs))
+        if args.plot is not None:
+            plot(args.runs, args.plot)
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

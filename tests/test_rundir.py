@@ -49,10 +49,15 @@ for line in sys.stdin:
             held.clear()
             reply = {"released": True}
         elif operation == "fork":                 # a child that outlives this process, holding nothing
+            ready = request["ready"]
             pid = os.fork()
-            if pid == 0:
+            if pid == 0:                          # the at-fork handlers have run when fork returns here
+                open(ready, "w").close()
                 time.sleep(120)
                 os._exit(0)
+            deadline = time.monotonic() + 60      # reply once the child is past them (it may be scheduled late)
+            while not os.path.exists(ready) and time.monotonic() < deadline:
+                time.sleep(0.01)
             reply = {"forked": pid}
     except rundir.RunDirBusyError as error:
         reply = {"busy": str(error)}
@@ -187,7 +192,7 @@ def test_a_forked_child_does_not_keep_the_lock_alive(tmp_path, child):
     run_dir = tmp_path / "run"
     holder = child()
     assert holder.ask("lock", dir=str(run_dir)) == {"locked": True}
-    grandchild = holder.ask("fork")["forked"]                  # inherits the lock's descriptor
+    grandchild = holder.ask("fork", ready=str(tmp_path / "forked"))["forked"]   # inherits the lock's descriptor
     try:
         assert rundir.try_lock(run_dir) is None
         holder.process.send_signal(signal.SIGKILL)

@@ -11,8 +11,9 @@ a method of its own, labelled ``, float64``).
 
 The table, per task and method: the seeds, the epochs, the cost of one epoch against ``bptt``
 (:data:`COST`, measured on the idle machine: docs/trainers.md, "Cost per epoch", and
-docs/extending.md for float64), the test loss at epoch 0 and the median test loss over the last 50
-epochs (over all epochs when a run has fewer), as the median over the seeds with their min-max.
+docs/extending.md for float64), the test loss at epoch 0, at the end (the median over the last 50
+epochs, over all epochs when a run has fewer) and at the compute of 1000 ``bptt`` epochs (the median
+over the 50 epochs up to epoch 1000 / cost), each as the median over the seeds with their min-max.
 
 The figure: one panel per task, the test loss against the cost in ``bptt`` epochs (epoch x cost
 ratio, so that equal x is equal compute), the median over the seeds (moving average over 30 epochs,
@@ -43,6 +44,7 @@ COST = {
 1.597 s) on the idle 2-core machine."""
 METHOD_ORDER = ("bptt", "combined", "shac", "ivw", "ivw, float64", "hig")
 WINDOW = 50
+BUDGET = 1000
 SMOOTH = 30
 
 
@@ -71,7 +73,7 @@ def collect(paths: Sequence[str | Path]) -> dict[str, dict[str, list[RunRecord]]
     for record in find_runs(paths):
         key = task_key(record.config)
         label = method_label(record.config)
-        if key is not None and label in COST[key]:
+        if key is not None and label in COST[key] and len(record.columns["test_loss"]) > 1:   # a trained epoch
             runs.setdefault(key, {}).setdefault(label, []).append(record)
     for methods in runs.values():
         for records in methods.values():
@@ -83,6 +85,14 @@ def final_loss(record: RunRecord) -> float:
     """The median test loss over the last :data:`WINDOW` trained epochs (all of them when fewer)."""
     losses = record.columns["test_loss"][1:]
     return float(np.median(losses[-WINDOW:]))
+
+
+def loss_at_compute(record: RunRecord, cost: float, budget: float = BUDGET) -> float:
+    """The median test loss over the 50 epochs up to the epoch at which the run has spent the compute of
+    ``budget`` ``bptt`` epochs (epoch ``budget / cost``, rounded down; the last epoch when it ran fewer)."""
+    losses = record.columns["test_loss"]
+    end = min(len(losses) - 1, int(budget / cost))
+    return float(np.median(losses[max(1, end - WINDOW + 1):end + 1]))
 
 
 def _format(value: float) -> str:
@@ -101,8 +111,8 @@ def comparison_markdown(paths: Sequence[str | Path]) -> str:
     if not runs:
         raise ValueError(f"no runs without clipping at the hardest levels in {list(map(str, paths))}")
     lines = ["| task | method | seeds | epochs | cost per epoch (× `bptt`) | test loss at epoch 0 | "
-             "median of the last 50 epochs: median (min–max) over seeds |",
-             "|---|---|---|---|---|---|---|"]
+             "at the end | at the compute of 1000 `bptt` epochs |",
+             "|---|---|---|---|---|---|---|---|"]
     for key in HARDEST:
         for label in sorted(runs.get(key, {}), key=_rank):
             records = runs[key][label]
@@ -110,7 +120,8 @@ def comparison_markdown(paths: Sequence[str | Path]) -> str:
             epochs = sorted({len(record.columns["test_loss"]) - 1 for record in records})
             initial = [float(record.columns["test_loss"][0]) for record in records]
             lines.append(f"| {TASK_TITLES[key]} | `{label}` | {seeds} | {'/'.join(map(str, epochs))} | {COST[key][label]:g} | "
-                         f"{_spread(initial)} | {_spread([final_loss(record) for record in records])} |")
+                         f"{_spread(initial)} | {_spread([final_loss(record) for record in records])} | "
+                         f"{_spread([loss_at_compute(record, COST[key][label]) for record in records])} |")
     return "\n".join(lines) + "\n"
 
 

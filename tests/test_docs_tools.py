@@ -81,16 +81,19 @@ def test_modern_comparison_table_and_figure(tmp_path, capsys):
     _write_run(tmp_path, "hig0", {**base, "strategy": "hig", "seed": 0}, [2.0, 1.5, 1.0, 0.5])  # 3 epochs
     _write_run(tmp_path, "ivw64", {"task": "QuantumControl", "env_params": {"target_state": 5}, "clip": "none",
                                    "strategy": "ivw", "precision": "float64", "seed": 1}, [128.0, 120.0])
+    _write_run(tmp_path, "shac0", {**base, "strategy": "shac", "seed": 0}, [2.0] + list(range(1, 401)))
     _write_run(tmp_path, "clipped", {**base, "strategy": "shac", "seed": 0, "clip": "norm"}, [2.0, 1.0])
     _write_run(tmp_path, "other_level", {**base, "env_params": {"num_poles": 3}, "strategy": "shac", "seed": 0},
                [2.0, 1.0])
     lines = comparison.comparison_markdown([tmp_path]).splitlines()[2:]
     bptt_medians = [scale * np.median([100 - epoch for epoch in range(11, 61)]) for scale in (1.0, 2.0, 4.0)]
     assert bptt_medians == [64.5, 129.0, 258.0]
+    # shac (3.4x bptt) spends the compute of 1000 bptt epochs at epoch 294: the median of epochs 245..294
     assert lines == [
-        "| cart-pole, 4 poles | `bptt` | 0, 1, 2 | 60 | 1 | 2 (2–2) | 129 (64.5–258) |",
-        "| cart-pole, 4 poles | `hig` | 0 | 3 | 45.6 | 2 | 1 |",                       # median of epochs 1..3
-        "| quantum control, target 5 | `ivw, float64` | 1 | 1 | 6.9 | 128 | 120 |",
+        "| cart-pole, 4 poles | `bptt` | 0, 1, 2 | 60 | 1 | 2 (2–2) | 129 (64.5–258) | 129 (64.5–258) |",
+        "| cart-pole, 4 poles | `shac` | 0 | 400 | 3.4 | 2 | 376 | 270 |",
+        "| cart-pole, 4 poles | `hig` | 0 | 3 | 45.6 | 2 | 1 | 1 |",                   # median of epochs 1..3
+        "| quantum control, target 5 | `ivw, float64` | 1 | 1 | 6.9 | 128 | 120 | 120 |",
     ]                                                   # the clipped run and the other level are left out
     out = comparison.plot([tmp_path], tmp_path / "figure.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

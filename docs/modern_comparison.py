@@ -145,7 +145,7 @@ def plot(paths: Sequence[str | Path], out: Path) -> Path:
             curves = np.array([moving_average(record.columns["test_loss"][:length], window) for record in records])
             x = np.arange(length) * COST[key][label]
             colour = colours.get(label, "k")
-            axis.plot(x, np.median(curves, axis=0), color=colour, label=f"{label} ({len(records)})",
+            axis.plot(x, np.median(curves, axis=0), color=colour, label=label,
                       marker="o" if length <= 10 else None)
             if len(records) > 1:
                 axis.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=colour, alpha=0.15, linewidth=0)
@@ -154,8 +154,13 @@ def plot(paths: Sequence[str | Path], out: Path) -> Path:
         axis.set_xlabel("cost in bptt epochs (epoch × cost ratio)")
         axis.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("test loss")
-    axes[0][-1].legend(title="method (seeds)", fontsize=8)
-    figure.tight_layout()
+    legend: dict[str, object] = {}                  # one entry per method over all panels
+    for axis in axes[0]:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            legend.setdefault(label.split(" (")[0], handle)
+    figure.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=9,
+                  frameon=False)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
     plt.close(figure)

@@ -86,13 +86,16 @@ def test_modern_comparison_table_and_figure(tmp_path, capsys):
     _write_run(tmp_path, "other_level", {**base, "env_params": {"num_poles": 3}, "strategy": "shac", "seed": 0},
                [2.0, 1.0])
     lines = comparison.comparison_markdown([tmp_path]).splitlines()[2:]
-    bptt_medians = [scale * np.median([100 - epoch for epoch in range(11, 61)]) for scale in (1.0, 2.0, 4.0)]
-    assert bptt_medians == [64.5, 129.0, 258.0]
-    # shac (3.4x bptt) spends the compute of 1000 bptt epochs at epoch 294: the median of epochs 245..294
+    # the loss at epoch E is the median over the last 5 % of the epochs up to E (at least one epoch)
+    bptt_medians = [scale * np.median([100 - epoch for epoch in range(58, 61)]) for scale in (1.0, 2.0, 4.0)]
+    assert bptt_medians == [41.0, 82.0, 164.0]
+    # shac: the last 20 of 400 epochs at the end; it spends the compute of 1000 bptt epochs (3.4x each) at
+    # epoch 294, the median of epochs 281..294 (14 = 294 // 20)
+    assert (np.median(np.arange(381, 401)), np.median(np.arange(281, 295))) == (390.5, 287.5)
     assert lines == [
-        "| cart-pole, 4 poles | `bptt` | 0, 1, 2 | 60 | 1 | 2 (2–2) | 129 (64.5–258) | 129 (64.5–258) |",
-        "| cart-pole, 4 poles | `shac` | 0 | 400 | 3.4 | 2 | 376 | 270 |",
-        "| cart-pole, 4 poles | `hig` | 0 | 3 | 45.6 | 2 | 1 | 1 |",                   # median of epochs 1..3
+        "| cart-pole, 4 poles | `bptt` | 0, 1, 2 | 60 | 1 | 2 (2–2) | 82 (41–164) | 82 (41–164) |",
+        "| cart-pole, 4 poles | `shac` | 0 | 400 | 3.4 | 2 | 390 | 288 |",
+        "| cart-pole, 4 poles | `hig` | 0 | 3 | 45.6 | 2 | 0.5 | 0.5 |",               # its last epoch
         "| quantum control, target 5 | `ivw, float64` | 1 | 1 | 6.9 | 128 | 120 | 120 |",
     ]                                                   # the clipped run and the other level are left out
     out = comparison.plot([tmp_path], tmp_path / "figure.png")

@@ -45,7 +45,6 @@ import numpy as np
 
 from trainers import rundir
 
-FAILED_FILE = "failed.json"          # trainers.experiments.sweep.FAILED_FILE (not imported: the sweep module is heavy)
 ARCHIVE_COLUMNS = ("run", "kind", "config", "meta")
 _KINDS = ("run", "row")
 
@@ -123,7 +122,7 @@ def read_run_dir(run_dir: str | Path, name: str | None = None) -> ArchivedRun:
     reserved = set(columns) & set(ARCHIVE_COLUMNS)
     if reserved:
         raise ValueError(f"{path}: metrics columns {sorted(reserved)} clash with the archive's own columns")
-    failed = run_dir / FAILED_FILE
+    failed = run_dir / rundir.FAILED_FILE
     return ArchivedRun(name, config, columns, tuple(rows), failed.read_text() if failed.exists() else None)
 
 
@@ -381,5 +380,5 @@ def import_runs(path: str | Path, out_root: str | Path) -> list[Path]:
         rundir.write_config(target, run.config)
         rundir._write_atomically(target / rundir.METRICS_FILE, run.metrics_text().encode())
         if run.failed_json is not None:
-            rundir._write_atomically(target / FAILED_FILE, run.failed_json.encode())
+            rundir._write_atomically(target / rundir.FAILED_FILE, run.failed_json.encode())
     return list(targets.values())

@@ -84,7 +84,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if config is None or "test_loss" not in columns:
         raise ValueError(f"run_dirs: {run_dir} is not a run directory with config.json and a metrics.csv "
                          f"holding test_loss")
-    return RunRecord(Path(run_dir), config, columns, (Path(run_dir) / "failed.json").exists())
+    return RunRecord(Path(run_dir), config, columns, (Path(run_dir) / rundir.FAILED_FILE).exists())
 
 
 def read_archive_runs(path: str | Path) -> list[RunRecord]:

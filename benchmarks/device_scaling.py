@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 
+from trainers.presets import hardest_level
+
 WORKER = """
 import json, sys
 from trainers import rundir
@@ -52,7 +54,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    level = args.level or (str(args.poles) if args.poles else {"cartpole": "4", "guidance": "0.001", "quantum": "5"}[args.task])
+    level = args.level or (str(args.poles) if args.poles else str(hardest_level(args.task)))
     seconds: dict[int, list[float]] = {1: [], 2: []}
     for round_ in range(args.repeats):
         for devices in ((1, 2) if round_ % 2 == 0 else (2, 1)):

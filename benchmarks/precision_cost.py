@@ -14,10 +14,10 @@ import argparse
 import os
 import statistics
 
-from trainers.presets import study_preset
+from trainers.presets import hardest_level, study_preset
 from trainers.training import train
 
-CASES = (("cartpole", 4), ("guidance", 0.001), ("quantum", 5))
+CASES = tuple((task, hardest_level(task)) for task in ("cartpole", "guidance", "quantum"))
 
 
 def main() -> None:

@@ -22,10 +22,10 @@ import time
 
 import jax
 
-from trainers.presets import study_preset
+from trainers.presets import hardest_level, study_preset
 from trainers.training import strategy_fields, train
 
-TASKS = {"cartpole:4": ("cartpole", 4), "quantum:5": ("quantum", 5), "guidance:0.001": ("guidance", 0.001)}
+TASKS = {f"{task}:{hardest_level(task):g}": (task, hardest_level(task)) for task in ("cartpole", "quantum", "guidance")}
 STRATEGIES = ("bptt", "combined", "shac", "ivw", "hig")
 
 

@@ -32,8 +32,9 @@ import numpy as np
 
 from diffenvs.registry import canonical_name
 from trainers.experiments.plotting import RunRecord, find_runs, moving_average, run_level, strategy_label
+from trainers.presets import hardest_level
 
-HARDEST = {"cartpole": 4, "guidance": 0.001, "quantum": 5}
+HARDEST = {task: hardest_level(task) for task in ("cartpole", "guidance", "quantum")}
 TASK_TITLES = {"cartpole": "cart-pole, 4 poles", "guidance": "guidance, rc 0.001", "quantum": "quantum control, target 5"}
 COST = {
     "cartpole": {"bptt": 1.0, "combined": 1.1, "shac": 3.4, "ivw": 6.4, "hig": 45.6},

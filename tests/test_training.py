@@ -15,7 +15,7 @@ import pytest
 from trainers import rundir
 from trainers.cli import plot_main, train_main
 from trainers.networks import Controller, QuantumCNN, study_controller
-from trainers.presets import study_preset
+from trainers.presets import hardest_level, study_preset
 from trainers.strategies import Strategy, StrategyResult, bptt
 from trainers.training import NonFiniteError, TrainConfig, ZeroUpdateWarning, train, warn_if_zero_update
 
@@ -333,6 +333,8 @@ def test_presets_follow_the_study_protocol():
     assert (config.optimizer, config.learning_rate, config.clip) == ("adam", 1e-3, "norm")
     with pytest.raises(ValueError, match="level must be one of"):
         study_preset("cartpole", 7)
+    # the hardest levels of the study: 4 poles, rc 0.001, target state 5 (any spelling of the task)
+    assert [hardest_level(task) for task in ("cartpole", "GuidanceByRepulsion", "quantum")] == [4, 0.001, 5]
 
 
 def test_command_line_trains_resumes_and_plots(tmp_path, capsys):

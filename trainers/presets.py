@@ -15,6 +15,11 @@ COMPLEXITY_LEVELS: dict[str, tuple[str, tuple[Any, ...]]] = {
 """Per task: the environment parameter that sets the complexity and the study's levels, easiest first."""
 
 
+def hardest_level(task: str) -> Any:
+    """The study's hardest complexity level of ``task`` (4 poles, rc 0.001, target state 5)."""
+    return COMPLEXITY_LEVELS[canonical_name(task)][1][-1]
+
+
 def study_preset(task: str, level: Any, **overrides: Any) -> TrainConfig:
     """The study protocol: 256 + 256 states, batch 8 in a fixed order, 1000 epochs, Adam 1e-3.
 

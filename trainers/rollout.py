@@ -91,24 +91,34 @@ def rollout_loss(problem: Problem, params: Any, initial_states: EnvState,
     return jnp.sum(losses)
 
 
+def batch_of_one(state: EnvState) -> EnvState:
+    """One state (no batch axis) as a batch of one."""
+    return jax.tree.map(lambda x: x[None], state)
+
+
 def instance_losses(problem: Problem, params: Any, initial_states: EnvState) -> Array:
     """Each instance's loss, shape (batch,): the rollout of every state on its own."""
-    single = lambda state: rollout_loss(problem, params, jax.tree.map(lambda x: x[None], state))
-    return jax.vmap(single)(initial_states)
+    return jax.vmap(lambda state: rollout_loss(problem, params, batch_of_one(state)))(initial_states)
 
 
 # ------------------------------------------------------------------ per-episode gradient variance
 
-def per_episode_gradients(problem: Problem, params: Any, initial_states: EnvState,
-                          gate: Gate = plain_gate) -> Any:
-    """Each episode's parameter gradient of its own loss: the structure of ``params`` with a leading
-    batch axis. Their mean is the gradient of the batch loss. ``gate`` selects the strategy (default:
-    plain BPTT, see :mod:`trainers.rollout`)."""
-    def single(state: EnvState) -> Any:
-        batch_of_one = jax.tree.map(lambda x: x[None], state)
-        return jax.grad(lambda p: rollout_loss(problem, p, batch_of_one, gate))(params)
+def per_episode_losses_and_gradients(problem: Problem, params: Any, initial_states: EnvState,
+                                     gate: Gate = plain_gate) -> tuple[Array, Any]:
+    """Each episode's loss (batch,) and parameter gradient of its own loss (the structure of
+    ``params`` with a leading batch axis). The mean of the gradients is the gradient of the batch
+    loss. ``gate`` selects the strategy (default: plain BPTT, see :mod:`trainers.rollout`)."""
+    def single(state: EnvState) -> tuple[Array, Any]:
+        return jax.value_and_grad(lambda p: rollout_loss(problem, p, batch_of_one(state), gate))(params)
 
     return jax.vmap(single)(initial_states)
+
+
+def per_episode_gradients(problem: Problem, params: Any, initial_states: EnvState,
+                          gate: Gate = plain_gate) -> Any:
+    """Each episode's parameter gradient of its own loss: the gradients of
+    :func:`per_episode_losses_and_gradients`."""
+    return per_episode_losses_and_gradients(problem, params, initial_states, gate)[1]
 
 
 def per_episode_gradient_variance(problem: Problem, params: Any, initial_states: EnvState,

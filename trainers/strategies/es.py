@@ -14,6 +14,14 @@ from trainers.strategies.base import Strategy, StrategyResult, register
 Array = jax.Array
 
 
+def sample_directions(params: Any, key: Array, shape: tuple[int, ...]) -> Any:
+    """ε ~ N(0, I): a pytree like ``params`` with leading axes ``shape`` (one key per leaf)."""
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return treedef.unflatten([jax.random.normal(k, (*shape, *leaf.shape), leaf.dtype)
+                              for k, leaf in zip(keys, leaves)])
+
+
 @register
 def es(population: int = 32, noise: float = 0.02) -> Strategy:
     """Antithetic evolution-strategies gradient estimate (a black-box baseline).
@@ -33,10 +41,7 @@ def es(population: int = 32, noise: float = 0.02) -> Strategy:
     pairs = population // 2
 
     def compute(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
-        leaves, treedef = jax.tree.flatten(params)
-        keys = jax.random.split(key, len(leaves))
-        directions = treedef.unflatten([jax.random.normal(k, (pairs, *leaf.shape), leaf.dtype)
-                                        for k, leaf in zip(keys, leaves)])
+        directions = sample_directions(params, key, (pairs,))
         loss_at = lambda p: rollout_loss(problem, p, states)
         shifted = lambda sign: jax.vmap(loss_at)(
             jax.tree.map(lambda p, d: p + sign * noise * d, params, directions))

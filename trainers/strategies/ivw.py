@@ -43,28 +43,16 @@ import jax
 import jax.numpy as jnp
 
 from diffenvs.core import EnvState
-from trainers.rollout import Problem, rollout_loss
+from trainers.rollout import Problem, batch_of_one, per_episode_losses_and_gradients, rollout_loss
 from trainers.strategies.base import Strategy, StrategyResult, register
+from trainers.strategies.es import sample_directions
 
 Array = jax.Array
 
 
 def perturbation_directions(params: Any, key: Array, episodes: int, pairs: int) -> Any:
     """ε: a pytree like ``params`` with leading axes (episodes, pairs), standard normal."""
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return treedef.unflatten([jax.random.normal(k, (episodes, pairs, *leaf.shape), leaf.dtype)
-                              for k, leaf in zip(keys, leaves)])
-
-
-def _single(state: EnvState) -> EnvState:
-    return jax.tree.map(lambda x: x[None], state)
-
-
-def first_order_per_episode(problem: Problem, params: Any, states: EnvState) -> tuple[Array, Any]:
-    """(episode losses (B,), per-episode bptt gradients: params-like with a leading axis B)."""
-    return jax.vmap(jax.value_and_grad(lambda state, p: rollout_loss(problem, p, _single(state)), argnums=1),
-                    in_axes=(0, None))(states, params)
+    return sample_directions(params, key, (episodes, pairs))
 
 
 def zeroth_order_per_episode(problem: Problem, params: Any, states: EnvState, key: Array, population: int,
@@ -79,7 +67,7 @@ def zeroth_order_per_episode(problem: Problem, params: Any, states: EnvState, ke
     def episode(state: EnvState, direction: Any) -> tuple[Any, Array]:
         def shifted(sign: float) -> Array:
             moved = jax.tree.map(lambda p, d: p + sign * noise * d, params, direction)
-            return jax.vmap(lambda q: rollout_loss(problem, q, _single(state)))(moved)
+            return jax.vmap(lambda q: rollout_loss(problem, q, batch_of_one(state)))(moved)
         difference = shifted(1.0) - shifted(-1.0)                                   # (pairs,)
         estimate = jax.tree.map(lambda d: jnp.tensordot(difference, d, axes=1) / (noise * population), direction)
         return estimate, difference
@@ -96,7 +84,7 @@ def _check_common(name: str, population: Any, noise: Any) -> None:
 
 
 def _estimates(problem: Problem, params: Any, states: EnvState, key: Array, population: int, noise: float):
-    losses, first = first_order_per_episode(problem, params, states)
+    losses, first = per_episode_losses_and_gradients(problem, params, states)
     zeroth, differences = zeroth_order_per_episode(problem, params, states, key, population, noise)
     nonzero = jnp.mean((differences != 0).astype(differences.dtype))
     return jnp.mean(losses), first, zeroth, nonzero

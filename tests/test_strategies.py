@@ -184,8 +184,9 @@ def test_strategy_factories_validate_their_arguments():
         strategies.truncated(0)
     with pytest.raises(ValueError, match="population"):
         strategies.es(3)
-    with pytest.raises(ValueError, match="noise"):
-        strategies.es(4, -1.0)
+    for bad_noise in (-1.0, 0.0, float("inf"), float("nan"), "0.02", True):
+        with pytest.raises(ValueError, match="es: noise must be a finite number > 0"):
+            strategies.es(4, bad_noise)
     with pytest.raises(ValueError, match="'every'"):
         strategies.get_strategy("truncated")
 

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from diffenvs.core import EnvState
+from trainers.checks import check_finite_positive
 from trainers.rollout import Problem, rollout_loss
 from trainers.strategies.base import Strategy, StrategyResult, register
 
@@ -22,6 +23,14 @@ def sample_directions(params: Any, key: Array, shape: tuple[int, ...]) -> Any:
                               for k, leaf in zip(keys, leaves)])
 
 
+def check_perturbations(strategy: str, population: Any, noise: Any) -> None:
+    """ValueError naming ``strategy`` unless ``population`` is an even int >= 2 and ``noise`` finite > 0."""
+    if isinstance(population, bool) or not isinstance(population, int) or population < 2 or population % 2:
+        raise ValueError(f"{strategy}: population must be an even integer >= 2 (perturbations per estimate), "
+                         f"got {population!r}")
+    check_finite_positive(f"{strategy}: noise", noise)
+
+
 @register
 def es(population: int = 32, noise: float = 0.02) -> Strategy:
     """Antithetic evolution-strategies gradient estimate (a black-box baseline).
@@ -34,10 +43,7 @@ def es(population: int = 32, noise: float = 0.02) -> Strategy:
     (``benchmarks/es_resolution.py`` prints, per task and σ, how many differences are nonzero).
     Metric ``es_nonzero``: the fraction of the pairs whose loss difference is nonzero (epoch mean).
     """
-    if isinstance(population, bool) or not isinstance(population, int) or population < 2 or population % 2:
-        raise ValueError(f"es: population must be an even integer >= 2, got {population!r}")
-    if not noise > 0:
-        raise ValueError(f"es: noise must be > 0, got {noise!r}")
+    check_perturbations("es", population, noise)
     pairs = population // 2
 
     def compute(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:

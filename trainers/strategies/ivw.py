@@ -36,7 +36,6 @@ Metrics: ``ivw_alpha`` (the mean of α over the parameters; the fixed α for ``a
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -45,7 +44,7 @@ import jax.numpy as jnp
 from diffenvs.core import EnvState
 from trainers.rollout import Problem, batch_of_one, per_episode_losses_and_gradients, rollout_loss
 from trainers.strategies.base import Strategy, StrategyResult, register
-from trainers.strategies.es import sample_directions
+from trainers.strategies.es import check_perturbations, sample_directions
 
 Array = jax.Array
 
@@ -73,14 +72,6 @@ def zeroth_order_per_episode(problem: Problem, params: Any, states: EnvState, ke
         return estimate, difference
 
     return jax.vmap(episode)(states, directions)
-
-
-def _check_common(name: str, population: Any, noise: Any) -> None:
-    if isinstance(population, bool) or not isinstance(population, int) or population < 2 or population % 2:
-        raise ValueError(f"{name}: population must be an even integer >= 2 (perturbations per episode), "
-                         f"got {population!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (math.isfinite(noise) and noise > 0):
-        raise ValueError(f"{name}: noise must be a finite number > 0, got {noise!r}")
 
 
 def _estimates(problem: Problem, params: Any, states: EnvState, key: Array, population: int, noise: float):
@@ -115,7 +106,7 @@ def _mean_over_parameters(tree: Any) -> Array:
 @register
 def ivw(population: int = 16, noise: float = 0.02) -> Strategy:
     """Inverse-variance weighting of per-episode bptt and zeroth-order estimates (Suh et al., ICML 2022)."""
-    _check_common("ivw", population, noise)
+    check_perturbations("ivw", population, noise)
 
     def compute(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
         if states.physics.shape[0] < 2:
@@ -137,7 +128,7 @@ def alpha_order(alpha: float = 0.5, population: int = 16, noise: float = 0.02) -
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ValueError(f"alpha_order: alpha must be a number in [0, 1] (weight of the first-order "
                          f"estimate), got {alpha!r}")
-    _check_common("alpha_order", population, noise)
+    check_perturbations("alpha_order", population, noise)
     weight = float(alpha)
 
     def compute(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:

@@ -121,7 +121,7 @@ def test_out_errors_name_the_flag_without_a_traceback(tmp_path, capsys):
     (["--strategy", "truncated"], "--strategy truncated needs the steps between cuts"),
     (["--strategy", "truncated:x"], "--truncate-every (or truncated:K) must be an integer >= 1, got 'x'"),
     (["--strategy", "truncated:0"], "--truncate-every (or truncated:K) must be an integer >= 1, got 0"),
-    (["--strategy", "es:3"], "--es-population (or es:P) must be an even integer >= 2, got 3"),
+    (["--strategy", "es:3"], "--es-population (or es:P) must be an even integer >= 2 (perturbations per estimate), got 3"),
     (["--strategy", "bptt", "--truncate-every", "3"], "--truncate-every applies to --strategy truncated"),
     (["--strategy", "truncated:3", "--truncate-every", "4"], "--truncate-every 4 contradicts"),
     (["--es-noise", "0.1"], "--es-noise applies to --strategy es"),

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import math
 import os
 import secrets
 import socket
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from trainers import rundir
+from trainers.checks import check_number
 from trainers.experiments.sweep import FAILED_FILE, Group, RunStatus, SweepResult, SweepSpec, plan, train_group
 
 CONNECT_TIMEOUT_SECONDS = 3.0
@@ -256,14 +256,6 @@ def _is_es(group: Group) -> bool:
     return any(run.config.strategy == "es" for run in group.runs)
 
 
-def _positive(name: str, value: Any, minimum: float, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < minimum or (strict and value == minimum):
-        relation = ">" if strict else ">="
-        raise ValueError(f"{name} must be a number {relation} {minimum:g}, got {value!r}")
-    return float(value)
-
-
 def run_sweep_on_ray(spec: SweepSpec, out_root: str | Path, *, address: str | None = None,
                      cpus_per_task: float = 1, gpus_per_task: float = 0, max_retries: int = 3,
                      part: tuple[int, int] | str = (1, 1), max_group: int | None = None,
@@ -282,8 +274,8 @@ def run_sweep_on_ray(spec: SweepSpec, out_root: str | Path, *, address: str | No
     split each group's runs over this many of its worker's devices (None: all the worker sees).
     """
     started = time.perf_counter()
-    cpus_per_task = _positive("cpus_per_task", cpus_per_task, 0, strict=True)
-    gpus_per_task = _positive("gpus_per_task", gpus_per_task, 0, strict=False)
+    cpus_per_task = check_number("cpus_per_task", cpus_per_task, 0, low_open=True)
+    gpus_per_task = check_number("gpus_per_task", gpus_per_task, 0)
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
     groups = plan(spec, out_root, part=part, max_group=max_group, split_combined=split_combined)

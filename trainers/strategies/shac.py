@@ -52,7 +52,6 @@ loss at t = 0, to compare with ``batch_loss``).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import jax
@@ -60,6 +59,7 @@ import jax.numpy as jnp
 import optax
 
 from diffenvs.core import EnvState
+from trainers.checks import check_number
 from trainers.rollout import Problem, rollout_loss
 from trainers.strategies.base import Strategy, StrategyResult, register
 
@@ -152,25 +152,14 @@ def td_lambda_targets(losses: Array, next_values: Array, lam: float) -> Array:
     return targets
 
 
-def _number(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
-        (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bound = f"> {low}" if low_open else f">= {low}"
-        if high < math.inf:
-            bound += f" and <= {high}"
-        raise ValueError(f"shac: {name} must be a number {bound}, got {value!r}")
-    return float(value)
-
-
 @register
 def shac(horizon: int = 32, lam: float = 0.95, critic_learning_rate: float = 1e-3,
          critic_iterations: int = 16, critic_hidden: Any = "64x64") -> Strategy:
     """Short-horizon actor-critic (Xu et al., ICLR 2022); see the module docstring for the options."""
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
         raise ValueError(f"shac: horizon must be an integer >= 1 (steps per window), got {horizon!r}")
-    lam = _number("lam", lam, 0.0, 1.0)
-    critic_learning_rate = _number("critic_learning_rate", critic_learning_rate, 0.0, low_open=True)
+    lam = check_number("shac: lam", lam, 0.0, 1.0)
+    critic_learning_rate = check_number("shac: critic_learning_rate", critic_learning_rate, 0.0, low_open=True)
     if isinstance(critic_iterations, bool) or not isinstance(critic_iterations, int) or critic_iterations < 1:
         raise ValueError(f"shac: critic_iterations must be an integer >= 1, got {critic_iterations!r}")
     hidden = parse_hidden(critic_hidden)

@@ -49,7 +49,7 @@ SHRINK[("docs/trainers.md", 3)] = {'["runs/cartpole", "runs/baselines"]': '["run
 
 SKIPPED = {("docs/diagnostics.md", 0): "run with checked replacements and assertions on its results by "
                                      "tests/test_diagnostics.py::test_the_api_example_of_the_docs_runs",
-           ("docs/rl-comparison.md", 0): "brax PPO for 1e6 steps (minutes of compilation and training); "
+           ("docs/rl-adapter.md", 0): "brax PPO for 1e6 steps (minutes of compilation and training); "
                                          "tests/test_baseline.py trains brax PPO through the same diffenvs.brax_env"}
 
 

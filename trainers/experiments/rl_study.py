@@ -697,7 +697,8 @@ def statistics_tables(rows: Sequence[dict[str, Any]], *, repetitions: int = 20_0
 
 def write_report(archive: Path = ARCHIVE, budgets_path: Path = BUDGETS_JSON, *, out_csv: Path = RESULTS / "rl_comparison.csv",
                  out_table: Path = RESULTS / "rl_comparison.md", figure: Path = Path("docs/images/rl_comparison.png"),
-                 page: Path | None = Path("docs/rl-comparison.md"), repetitions: int = 20_000) -> str:
+                 page: Path | None = Path("docs/rl-comparison.md"),
+                 protocol_page: Path | None = Path("docs/rl-protocol.md"), repetitions: int = 20_000) -> str:
     """Read the archive, write the per-run readings (CSV), the statistics table (Markdown, also into
     ``page`` between :data:`TABLE_MARKERS`) and the figure."""
     from trainers.experiments.plotting import csv_text
@@ -712,7 +713,50 @@ def write_report(archive: Path = ARCHIVE, budgets_path: Path = BUDGETS_JSON, *, 
     draw_figure(runs, rows, estimates, budgets, figure)
     if page is not None and page.exists():
         replace_between_markers(page, TABLE_MARKERS, table)
+    if protocol_page is not None and protocol_page.exists():
+        replace_between_markers(protocol_page, BUDGET_MARKERS, budgets_table(budgets))
+        replace_between_markers(protocol_page, TUNING_MARKERS, tuning_table(read_tuning()))
     return table
+
+
+BUDGET_MARKERS = ("<!-- rl-study budgets: written by diffenvs-rl-study report -->", "<!-- end of rl-study budgets -->")
+TUNING_MARKERS = ("<!-- rl-study tuning: written by diffenvs-rl-study report -->", "<!-- end of rl-study tuning -->")
+
+
+def budgets_table(budgets: dict[str, Any]) -> str:
+    """Markdown: per case, T and each method's rate and budget in its own units and in environment steps."""
+    lines = ["| case | T (single-core min) | method | rate (units per single-core s) | budget T | env steps in T |",
+             "|---|---|---|---|---|---|"]
+    for case in CASES:
+        if case not in budgets["rates"] or "bptt" not in budgets["rates"][case]:
+            continue
+        for method in METHODS:
+            if method not in budgets["rates"][case]:
+                continue
+            unit = "epochs" if method in GRADIENT_METHODS else "steps"
+            units = _rl_units(case, method, budgets, 1.0) if method in RL_METHODS else budget_units(case, method, budgets)
+            lines.append(f"| {case} | {budget_seconds(case, budgets) / 60:.1f} | {method} | "
+                         f"{budgets['rates'][case][method]:.4g} {unit} | {units:,} {unit} | "
+                         f"{budget_steps(case, method, budgets):.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def tuning_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: every tried setting with its rung, budget and test loss, the chosen one in bold."""
+    chosen = {key: json.dumps(setting, sort_keys=True) for key, setting in best_settings(list(rows)).items()}
+    lines = ["| case | method | setting | rung | env steps | test loss |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        case = rl_study_case(row["task"])
+        mark = "**" if chosen.get((case, row["method"])) == row["setting"] and row["rung"] == str(len(RUNG_FRACTIONS) - 1) else ""
+        lines.append(f"| {case} | {row['method']} | {mark}`{row['setting']}`{mark} | {row['rung']} | "
+                     f"{int(row['budget']):,} | {float(row['final_test_loss']):.4g} |")
+    return "\n".join(lines) + "\n"
+
+
+def rl_study_case(task: str) -> str:
+    """The study's case name (cartpole, guidance, quantum) of a task name."""
+    from trainers.experiments.baseline import short_task_name
+    return short_task_name(task)
 
 
 TABLE_MARKERS = ("<!-- rl-study table: written by diffenvs-rl-study report -->", "<!-- end of rl-study table -->")

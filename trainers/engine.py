@@ -111,7 +111,7 @@ def initial_states(env: FunctionalEnv, key: jax.Array, count: int) -> EnvState:
     return jax.vmap(env.initial)(jax.random.split(key, count))
 
 
-def test_states(env: FunctionalEnv, seed: int, count: int) -> EnvState:
+def run_test_states(env: FunctionalEnv, seed: int, count: int) -> EnvState:
     """The test set of a run with ``seed``: ``count`` initial states drawn with the second of the four keys
     ``jax.random.split(PRNGKey(seed), 4)`` (train, test, init, strategy) that every run splits its seed into."""
     _, test_key, _, _ = jax.random.split(jax.random.PRNGKey(seed), 4)

@@ -4,7 +4,7 @@
 code) two ways:
 
 * the test loss: the trainers' :func:`~trainers.rollout.rollout_loss` of :meth:`Policy.controller
-  <trainers.policy.Policy.controller>` on the run's own test set (:func:`trainers.engine.test_states`
+  <trainers.policy.Policy.controller>` on the run's own test set (:func:`trainers.engine.run_test_states`
   for the run's seed and ``num_test``), the number a run records as ``test_loss`` in ``metrics.csv``;
 * episode returns: the sum of rewards (minus the loss) of ``episodes`` episodes in
   :meth:`Policy.make_env <trainers.policy.Policy.make_env>`'s Gymnasium environment, acting with
@@ -26,7 +26,7 @@ import numpy as np
 
 from trainers import rundir
 from trainers.checks import check_count
-from trainers.engine import as_precision, precision_scope, test_states
+from trainers.engine import as_precision, precision_scope, run_test_states
 from trainers.policy import Policy
 from trainers.rollout import Problem, rollout_loss
 
@@ -62,7 +62,7 @@ def policy_test_loss(policy: Policy, num_test: int | None = None) -> float:
     num_test = policy.num_test if num_test is None else check_count("num_test", num_test)
     with precision_scope(policy.precision):
         env = policy.make_functional_env()
-        states = as_precision(test_states(env, policy.seed, num_test), policy.precision)
+        states = as_precision(run_test_states(env, policy.seed, num_test), policy.precision)
         problem = Problem(env, env.default_params, policy.controller())
         return float(jax.jit(lambda params: rollout_loss(problem, params, states))(policy.params))
 

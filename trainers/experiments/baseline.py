@@ -73,7 +73,7 @@ from diffenvs.registry import ALIASES, canonical_name
 from trainers import rundir
 from trainers.checks import check_count, check_finite_positive
 from trainers.cli import HelpFormatter
-from trainers.engine import test_states
+from trainers.engine import run_test_states
 from trainers.policy import (
     BRAX_NETWORK_KEYS, POLICY_FILE, brax_actions, brax_network_factory, save_brax_policy, scaled_controls,
 )
@@ -165,7 +165,7 @@ def short_task_name(task: str) -> str:
 
 def evaluation_states(task: str, env_params: dict | None, seed: int, num_test: int) -> EnvState:
     """The trainers' test initial states for ``seed``: ``initial_states(env, test_key, num_test)``."""
-    return test_states(diffenvs.make(task, **(env_params or {})), seed, num_test)
+    return run_test_states(diffenvs.make(task, **(env_params or {})), seed, num_test)
 
 
 def _test_set_env_class():

@@ -1,4 +1,5 @@
-"""Command-line tools: ``diffenvs-train`` and ``diffenvs-plot`` (and the helpers the other commands share).
+"""Command-line tools: ``diffenvs-train``, ``diffenvs-plot`` and ``diffenvs-eval`` (and the helpers the other
+commands share).
 
 Every error a user can cause from the command line is reported by argparse as one line naming the flag
 and what it allows; no input ends in a traceback.
@@ -532,6 +533,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--animation must be a path ending in .gif or .mp4, got {str(args.animation)!r}")
     from trainers.evaluation import episode_frames, evaluate_policy, write_animation
     from trainers.policy import load_policy
+    from trainers.rundir import RunDirError
     results = []
     try:
         policies = [load_policy(run) for run in args.runs]
@@ -547,6 +549,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 result["animation"] = str(write_animation(path, frames))
                 result["animation_frames"] = len(frames)
             results.append(result)
+    except RunDirError as error:                  # names the run directory's file already
+        parser.error(str(error))
     except ValueError as error:
         parser.error(flag_message(str(error), flags))
     except OSError as error:

@@ -215,9 +215,7 @@ def load_policy(run_dir: str | Path) -> Policy:
             missing (no checkpoint or policy yet), or the run used a custom controller that a record
             cannot rebuild.
     """
-    if not isinstance(run_dir, (str, Path)) and not hasattr(run_dir, "__fspath__"):
-        raise ValueError(f"run_dir must be a path (str or os.PathLike), got {run_dir!r}")
-    run_dir = Path(run_dir)
+    run_dir = rundir._check_run_dir(run_dir)
     if not run_dir.is_dir():
         raise rundir.RunDirError(f"run_dir: {run_dir} is not a directory")
     record = rundir.read_config(run_dir)

@@ -198,6 +198,17 @@ def test_a_time_budget_run_saves_the_policy_of_its_last_evaluation(tmp_path):
     assert evaluate_policy(policy, episodes=0).test_loss == pytest.approx(result.metrics[-1]["test_loss"], rel=RTOL)
 
 
+def test_a_float64_run_loads_and_acts_in_float64(tmp_path):
+    result = train(TrainConfig(**{**TINY, "epochs": 1}, precision="float64"), out=tmp_path / "run", quiet=True)
+    policy = load_policy(tmp_path / "run")
+    assert policy.precision == "float64"
+    assert {np.asarray(leaf).dtype for leaf in jax.tree.leaves(policy.params)} == {np.dtype("float64")}
+    assert _same_tree(policy.params, result.params)
+    assert policy.act(np.zeros((2, 2), np.float32)).dtype == np.float64
+    evaluation = evaluate_policy(policy, episodes=0)
+    assert evaluation.test_loss == pytest.approx(_last_test_loss(tmp_path / "run"), rel=1e-12)
+
+
 # ------------------------------------------------------------------------------------ sweep runs
 
 def test_a_sweep_run_loads_and_evaluates_to_its_recorded_test_loss(tmp_path):

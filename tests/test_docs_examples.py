@@ -40,6 +40,7 @@ SHRINK: dict[tuple[str, int], dict[str, str]] = {
                               '{"epochs": 1000}': '{"epochs": 2, "num_train": 16, "num_test": 16}'},
     ("docs/trainers.md", 4): {"epochs=30": "epochs=1, num_train=16, num_test=16"},
     ("docs/extending.md", 0): {"epochs=5": "epochs=1, num_train=16, num_test=16"},
+    ("docs/trainers.md", 5): {"epochs=30": "epochs=1, num_train=16, num_test=16", "episodes=10": "episodes=1"},
 }
 """(document, block index) -> replacements that keep the example and cut its cost."""
 

@@ -496,8 +496,8 @@ def plan_table(budgets: dict[str, Any], cases: Sequence[str] = CASES, done: set[
     for case in cases:
         lines.append(f"T({case}) = {budget_seconds(case, budgets) / 60:.1f} single-core minutes "
                      f"({BUDGET_EPOCHS[case]} bptt epochs)")
-    lines.append(f"total {total:.1f} core-hours ({total / 2:.1f} h on 2 cores), left {left:.1f} core-hours; "
-                 f"evaluations and compilation add about 10-20 %")
+    lines.append(f"total {total:.1f} core-hours ({total / 2:.1f} h on 2 cores), left {left:.1f} core-hours, "
+                 f"of training: evaluations and compilation come on top")
     return "\n".join(lines)
 
 
@@ -512,22 +512,31 @@ def ready_specs(budgets: dict[str, Any], cases: Sequence[str] = CASES) -> list[R
     return [spec for spec in specs if spec.name not in done]
 
 
-def run_study(out: Path, budgets: dict[str, Any], *, cases: Sequence[str] = CASES, jobs: int = 2,
-              log=print) -> int:
-    """Train every ready run, re-reading what is ready after each one, until nothing is left; each
-    finished run goes into the archive (and the tuning table) at once. Returns the number of failures."""
-    for case in cases:
-        present = done_names()
-        missing = [record for record in reused_runs(case) if record.name not in present]
-        if missing:
-            add_to_archive(missing)
-            log(f"archived {len(missing)} reused study runs of {case}")
+def calibrated(case: str, budgets: dict[str, Any]) -> bool:
+    """Whether every method has a measured rate on ``case``."""
+    return all(method in budgets["rates"].get(case, {}) for method in METHODS)
+
+
+def run_study(out: Path, *, cases: Sequence[str] = CASES, jobs: int = 2, log=print) -> int:
+    """Train every ready run of the calibrated ``cases``, re-reading the rates and what is ready after
+    each run, until nothing is left; each finished run goes into the archive (and the tuning table) at
+    once. A case calibrated while this runs joins in. Returns the number of failures."""
     failed: set[str] = set()
     running: dict[int, tuple[int, RunSpec, subprocess.Popen, float]] = {}
     cores = sorted(os.sched_getaffinity(0))
+    joined: set[str] = set()
     while True:
+        budgets = load_budgets()
+        active = [case for case in cases if calibrated(case, budgets)]
+        for case in sorted(set(active) - joined):
+            present = done_names()
+            missing = [record for record in reused_runs(case) if record.name not in present]
+            if missing:
+                add_to_archive(missing)
+                log(f"archived {len(missing)} reused study runs of {case}")
+            joined.add(case)
         busy = {spec.name for _, spec, _, _ in running.values()}
-        waiting = [spec for spec in ready_specs(budgets, cases) if spec.name not in busy | failed]
+        waiting = [spec for spec in ready_specs(budgets, active) if spec.name not in busy | failed]
         while waiting and len(running) < jobs:
             spec = waiting.pop(0)
             free = [core for core in cores if core not in {c for c, _, _, _ in running.values()}] or cores
@@ -872,9 +881,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "report":
         print(write_report(), end="")
         return 0
-    print(plan_table(budgets, args.cases, done_names()), flush=True)
+    ready = [case for case in args.cases if calibrated(case, budgets)]
+    if ready:
+        print(plan_table(budgets, ready, done_names()), flush=True)
+    for case in sorted(set(args.cases) - set(ready)):
+        print(f"{case}: not calibrated yet (diffenvs-rl-study calibrate --cases {case})", flush=True)
     if args.command == "run":
-        return 1 if run_study(args.out, budgets, cases=args.cases, jobs=args.jobs,
+        return 1 if run_study(args.out, cases=args.cases, jobs=args.jobs,
                               log=lambda text: print(text, flush=True)) else 0
     return 0
 

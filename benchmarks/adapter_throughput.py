@@ -81,6 +81,16 @@ def adapter_program(env: Any) -> Callable:
     return jax.jit(jax.vmap(rollout))
 
 
+def measure(label: str, own_rollout: Callable, adapter: Any, starts: Any, actions: Any,
+            args: argparse.Namespace) -> tuple[str, float, float]:
+    """(label, own steps/s, adapter steps/s) of the batched own rollout and the adapter's."""
+    import jax
+    own_rate, adapter_rate = steps_per_second([jax.jit(jax.vmap(own_rollout)), adapter_program(adapter)],
+                                              (starts, actions), args.batch * args.steps, args.repeats)
+    print(f"  {label}: done", flush=True)
+    return label, own_rate, adapter_rate
+
+
 def gymnax_rows(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     import gymnax
     import jax
@@ -108,11 +118,7 @@ def gymnax_rows(args: argparse.Namespace) -> list[tuple[str, float, float]]:
                 return (state, key, total + jnp.where(terminated, 0.0, reward)), None
             return jax.lax.scan(body, (start.env_state, start.key, 0.0 * start.reward), episode_actions)[0][2]
 
-        work = args.batch * args.steps
-        own_rate, adapter_rate = steps_per_second([jax.jit(jax.vmap(own_rollout)), adapter_program(adapter)],
-                                                  (starts, actions), work, args.repeats)
-        rows.append((f"gymnax {env_id}", own_rate, adapter_rate))
-        print(f"  {env_id}: done", flush=True)
+        rows.append(measure(f"gymnax {env_id}", own_rollout, adapter, starts, actions, args))
     return rows
 
 
@@ -137,11 +143,7 @@ def brax_rows(args: argparse.Namespace) -> list[tuple[str, float, float]]:
                 return (state, total + jnp.where(state.done > 0.5, 0.0, state.reward)), None
             return jax.lax.scan(body, (start, 0.0 * start.reward), episode_actions)[0][1]
 
-        work = args.batch * args.steps
-        own_rate, adapter_rate = steps_per_second([jax.jit(jax.vmap(own_rollout)), adapter_program(adapter)],
-                                                  (starts, actions), work, args.repeats)
-        rows.append((f"brax {name} ({adapter.pipeline})", own_rate, adapter_rate))
-        print(f"  {name}: done", flush=True)
+        rows.append(measure(f"brax {name} ({adapter.pipeline})", own_rollout, adapter, starts, actions, args))
     return rows
 
 

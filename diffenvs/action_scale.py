@@ -1,7 +1,7 @@
 """Bounded actions for RL adapters: an action in [-1, 1] means ``action_scale`` times that control.
 
 Shared by the brax adapter (:mod:`diffenvs.brax_adapter`) and the gymnax adapter
-(:mod:`diffenvs.gymnax_adapter`); imports neither brax nor gymnax.
+(:mod:`diffenvs.gymnax_adapter`), with the environment they adapt; imports neither brax nor gymnax.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from diffenvs.core import FunctionalEnv
+from diffenvs.registry import canonical_name, make
 
 DEFAULT_ACTION_SCALE: dict[str, float] = {"CartPole": 40.0, "GuidanceByRepulsion": 10.0, "QuantumControl": 10.0}
 """Control magnitude that an action of 1 means, per environment: large enough for the controls that the
@@ -35,3 +38,25 @@ def check_action_scale(action_scale: Any) -> float:
 def scaled_control(action: jax.Array, action_scale: Any, action_shape: tuple[int, ...]) -> jax.Array:
     """The physical control ``action_scale * clip(action, -1, 1)`` reshaped to ``action_shape``."""
     return action_scale * jnp.clip(action, -1.0, 1.0).reshape(action_shape)
+
+
+def adapted_environment(env: str | FunctionalEnv, action_scale: Any,
+                        params: dict[str, Any]) -> tuple[FunctionalEnv, str, float]:
+    """(functional environment, canonical name, action scale) for an RL adapter.
+
+    ``env`` is an environment name (canonical, short or Gymnasium id, built with ``params``) or a
+    :class:`~diffenvs.core.FunctionalEnv` (then ``params`` must be empty); ``action_scale`` None takes
+    :data:`DEFAULT_ACTION_SCALE`. Raises ValueError for anything else.
+    """
+    if isinstance(env, FunctionalEnv):
+        if params:
+            raise ValueError(f"params {sorted(params)} apply only to an environment given by name; "
+                             f"pass them to the FunctionalEnv instead")
+        functional_env = env
+    elif isinstance(env, str):
+        functional_env = make(env, **params)
+    else:
+        raise ValueError(f"env must be an environment name or a FunctionalEnv, got {env!r}")
+    name = canonical_name(functional_env.name)
+    scale = DEFAULT_ACTION_SCALE[name] if action_scale is None else check_action_scale(action_scale)
+    return functional_env, name, scale

@@ -56,9 +56,11 @@ import_brax_quietly()
 
 from brax.envs.base import Env, State  # noqa: E402
 
-from diffenvs.action_scale import DEFAULT_ACTION_SCALE, check_action_scale, scaled_control  # noqa: E402,F401
+from diffenvs.action_scale import (  # noqa: E402,F401  (DEFAULT_ACTION_SCALE, check_action_scale: re-exported)
+    DEFAULT_ACTION_SCALE, adapted_environment, check_action_scale, scaled_control,
+)
 from diffenvs.core import EnvState, FunctionalEnv  # noqa: E402
-from diffenvs.registry import canonical_name, make  # noqa: E402
+
 
 class BraxEnv(Env):
     """A diffenvs environment behind brax's ``Env`` interface.
@@ -70,18 +72,7 @@ class BraxEnv(Env):
 
     def __init__(self, env: str | FunctionalEnv = "CartPole", *, action_scale: float | None = None,
                  **params: Any):
-        if isinstance(env, FunctionalEnv):
-            if params:
-                raise ValueError(f"params {sorted(params)} apply only to an environment given by name; "
-                                 f"pass them to the FunctionalEnv instead")
-            self.functional_env = env
-        elif isinstance(env, str):
-            self.functional_env = make(env, **params)
-        else:
-            raise ValueError(f"env must be an environment name or a FunctionalEnv, got {env!r}")
-        self.name = canonical_name(self.functional_env.name)
-        self.action_scale = (DEFAULT_ACTION_SCALE[self.name] if action_scale is None
-                             else check_action_scale(action_scale))
+        self.functional_env, self.name, self.action_scale = adapted_environment(env, action_scale, params)
         self._action_shape = tuple(self.functional_env.action_shape())
         self._observation_size = math.prod(self.functional_env.physics_shape())
 

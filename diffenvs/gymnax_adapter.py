@@ -35,9 +35,8 @@ import_optional("gymnax", "gymnax")
 from flax import struct  # noqa: E402  (a gymnax dependency)
 from gymnax.environments import environment, spaces  # noqa: E402
 
-from diffenvs.action_scale import DEFAULT_ACTION_SCALE, check_action_scale, scaled_control  # noqa: E402
+from diffenvs.action_scale import adapted_environment, scaled_control  # noqa: E402
 from diffenvs.core import EnvState, FunctionalEnv, action_shape_accepted, float_dtype  # noqa: E402
-from diffenvs.registry import canonical_name, make  # noqa: E402
 
 
 @struct.dataclass
@@ -65,17 +64,7 @@ class GymnaxEnv(environment.Environment[EnvState, GymnaxEnvParams]):
     def __init__(self, env: str | FunctionalEnv = "CartPole", *, action_scale: float | None = None,
                  max_steps_in_episode: int | None = None, **params: Any):
         super().__init__()
-        if isinstance(env, FunctionalEnv):
-            if params:
-                raise ValueError(f"params {sorted(params)} apply only to an environment given by name; "
-                                 f"pass them to the FunctionalEnv instead")
-            self.functional_env = env
-        elif isinstance(env, str):
-            self.functional_env = make(env, **params)
-        else:
-            raise ValueError(f"env must be an environment name or a FunctionalEnv, got {env!r}")
-        self._name = canonical_name(self.functional_env.name)
-        scale = DEFAULT_ACTION_SCALE[self._name] if action_scale is None else check_action_scale(action_scale)
+        self.functional_env, self._name, scale = adapted_environment(env, action_scale, params)
         horizon = self.functional_env.num_steps()
         if max_steps_in_episode is None:
             max_steps_in_episode = horizon

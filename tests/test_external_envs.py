@@ -202,55 +202,61 @@ BRAX_STEPS = 3
 @pytest.fixture(scope="module")
 def brax_case():
     """inverted_double_pendulum (reward: alive bonus minus distance and velocity penalties) on the
-    generalized pipeline, with the programs the tests share."""
+    generalized pipeline, with the three programs the tests share: the batched starts, the batched
+    loss and gradient, and one step of the adapter beside brax's own step."""
+    from brax import envs
     env = make_brax_env("inverted_double_pendulum", pipeline="generalized", num_steps=BRAX_STEPS)
+    own = envs.get_environment("inverted_double_pendulum", backend="generalized")
     starts = jax.jit(jax.vmap(env.initial))(jax.random.split(jax.random.PRNGKey(0), 2))
     loss = lambda start, actions: open_loop_loss(env, start, actions)
-    return {"env": env, "starts": starts, "value_and_grad": jax.jit(jax.value_and_grad(loss, argnums=1)),
-            "batched_loss": jax.jit(jax.vmap(loss))}
-
-
-def _index(tree, index):
-    return jax.tree.map(lambda leaf: leaf[index], tree)
-
-
-def test_brax_gradient_matches_finite_differences_and_vmap_parity(brax_case):
-    env, starts = brax_case["env"], brax_case["starts"]
-    assert env.action_shape() == (1,) and env.observation_shape() == (8,) and env.name == "brax:inverted_double_pendulum"
-    actions = 0.3 * jax.random.uniform(jax.random.PRNGKey(1), (2, BRAX_STEPS, 1), minval=-1, maxval=1)
-    values, gradients = zip(*(brax_case["value_and_grad"](_index(starts, i), actions[i]) for i in range(2)))
-    # jit/vmap parity: the batched loss equals the per-instance losses
-    batched = brax_case["batched_loss"](starts, actions)
-    np.testing.assert_allclose(np.asarray(batched), np.asarray(values), rtol=1e-12)
-    assert batched.dtype == jnp.float64 and abs(float(batched[0] - batched[1])) > 1e-6
-    # central differences of instance 0 along every coordinate (one batched call over 2 * 3 points)
-    gradient = gradients[0]
-    directions = jnp.eye(BRAX_STEPS).reshape(BRAX_STEPS, BRAX_STEPS, 1)
-    points = jnp.concatenate([actions[0] + STEP * directions, actions[0] - STEP * directions])
-    repeated = jax.tree.map(lambda leaf: jnp.repeat(leaf[:1], 2 * BRAX_STEPS, axis=0), starts)
-    values = brax_case["batched_loss"](repeated, points)
-    finite = (values[:BRAX_STEPS] - values[BRAX_STEPS:]) / (2 * STEP)
-    assert float(jnp.abs(gradient).max()) > 1e-4
-    np.testing.assert_allclose(np.asarray(gradient).reshape(-1), np.asarray(finite),
-                               rtol=RELATIVE_TOLERANCE, atol=RELATIVE_TOLERANCE * float(jnp.abs(gradient).max()))
-
-
-def test_brax_reward_and_termination_are_the_librarys_own(brax_case):
-    from brax import envs
-    env = brax_case["env"]
-    own = envs.get_environment("inverted_double_pendulum", backend="generalized")
 
     @jax.jit
     def both_steps(state, action):
         next_state = env.transition(state, action)
         return next_state, env.reward(state, action, next_state), env.terminal(next_state), own.step(state, action)
 
+    return {"env": env, "starts": starts, "both_steps": both_steps,
+            "batched_value_and_grad": jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=1)))}
+
+
+def _index(tree, index):
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+def test_brax_gradient_matches_finite_differences_and_jit_vmap_parity(brax_case):
+    env, starts = brax_case["env"], brax_case["starts"]
+    assert env.action_shape() == (1,) and env.observation_shape() == (8,) and env.name == "brax:inverted_double_pendulum"
+    actions = 0.3 * jax.random.uniform(jax.random.PRNGKey(1), (2, BRAX_STEPS, 1), minval=-1, maxval=1)
+    # one batched call: the two instances, then instance 0 at a + h e_i and at a - h e_i for every coordinate
+    directions = jnp.eye(BRAX_STEPS).reshape(BRAX_STEPS, BRAX_STEPS, 1)
+    rows = jnp.concatenate([actions, actions[0] + STEP * directions, actions[0] - STEP * directions])
+    row_starts = jax.tree.map(lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[:1], 2 * BRAX_STEPS, axis=0)]),
+                              starts)
+    values, gradients = brax_case["batched_value_and_grad"](row_starts, rows)
+    assert values.dtype == jnp.float64 and abs(float(values[0] - values[1])) > 1e-6
+    # jit/vmap parity: the vmapped scan equals a Python loop of the jitted single-instance step
+    for index in range(2):
+        state, total = _index(starts, index), 0.0
+        for action in actions[index]:
+            state, reward, _, _ = brax_case["both_steps"](state, action)
+            total -= float(reward)
+        assert float(values[index]) == pytest.approx(total, rel=1e-12)
+    # central differences of instance 0 along every coordinate
+    gradient = gradients[0]
+    finite = (values[2:2 + BRAX_STEPS] - values[2 + BRAX_STEPS:]) / (2 * STEP)
+    assert float(jnp.abs(gradient).max()) > 1e-4
+    np.testing.assert_allclose(np.asarray(gradient).reshape(-1), np.asarray(finite),
+                               rtol=RELATIVE_TOLERANCE, atol=RELATIVE_TOLERANCE * float(jnp.abs(gradient).max()))
+
+
+def test_brax_reward_and_termination_are_the_librarys_own(brax_case):
+    env = brax_case["env"]
     state = _index(brax_case["starts"], 0)
     assert not bool(env.terminal(state))
     flags = []
     for _ in range(40):                                     # full force to one side: the poles fall
         state_before = state
-        state, reward, terminal, own_state = both_steps(state, jnp.ones(1))
+        state, reward, terminal, own_state = brax_case["both_steps"](state, jnp.ones(1))
         assert float(reward) == float(own_state.reward)
         np.testing.assert_array_equal(np.asarray(env.observation(state)), np.asarray(own_state.obs))
         assert bool(terminal) == bool(own_state.done > 0.5)

@@ -45,8 +45,8 @@ class GymnaxState(NamedTuple):
     """State of a wrapped gymnax environment.
 
     ``env_state``: gymnax's state (its ``time`` counts the steps). ``reward``: the reward of the step
-    that led here (0 after ``initial``). ``terminated``:
-    gymnax's termination flag of that step (bool scalar). ``key``: PRNG key for the next ``step_env``.
+    that led here (0 after ``initial``). ``terminated``: gymnax's termination flag of that step (bool
+    scalar). ``key``: PRNG key from which the next ``step_env``'s key is split.
     """
 
     env_state: Any

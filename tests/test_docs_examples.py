@@ -34,6 +34,7 @@ SHRINK: dict[tuple[str, int], dict[str, str]] = {
     ("docs/environments.md", 5): {},
     ("docs/environments.md", 6): {"65536": "256"},
     ("docs/environments.md", 7): {"total_timesteps=200_000": "total_timesteps=800", "range(16)": "range(2)"},
+    ("docs/environments.md", 8): {"num_envs, num_steps = 64, 250": "num_envs, num_steps = 4, 250"},
     ("docs/trainers.md", 0): {"seed=0)": "seed=0, epochs=2, num_train=16, num_test=16)"},
     ("docs/trainers.md", 1): {"epochs=5": "epochs=1"},
     ("docs/trainers.md", 2): {"levels=(1, 2, 3, 4)": "levels=(1,)",

@@ -40,7 +40,8 @@ def test_the_api_reference_is_generated_from_the_docstrings(site: Path):
     diffenvs_page = (site / "api/diffenvs/index.html").read_text()
     trainers_page = (site / "api/trainers/index.html").read_text()
     for anchor in ("diffenvs.registry.make", "diffenvs.cartpole.CartPoleParams", "diffenvs.gym_adapter.GymEnv",
-                   "diffenvs.brax_adapter.brax_env"):
+                   "diffenvs.brax_adapter.brax_env", "diffenvs.gymnax_adapter.gymnax_env",
+                   "diffenvs.external.gymnax.make_gymnax_env", "diffenvs.external.brax.make_brax_env"):
         assert f'id="{anchor}"' in diffenvs_page, anchor
     for anchor in ("trainers.config.TrainConfig", "trainers.engine.train_members", "trainers.presets.study_preset",
                    "trainers.experiments.sweep.SweepSpec", "trainers.experiments.archive.export_runs"):

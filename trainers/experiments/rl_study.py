@@ -53,8 +53,9 @@ EVALUATION_SEEDS = {"ppo": (0, 1, 2, 3, 4), "sac": (0, 1, 2, 3, 4), "bptt": (0, 
 REUSED_SEEDS = (0, 1, 2)
 """Seeds of the gradient strategies taken from the study's archives (docs/results/TASK.csv.gz)."""
 TUNING_SEED = 100
-BUDGET_EPOCHS = {"cartpole": 1000, "guidance": 1000, "quantum": 500}
-"""The budget T of a case: the single-core time of this many ``bptt`` epochs of the study's protocol."""
+BUDGET_EPOCHS = 1000
+"""The budget T of every case: the single-core time of this many ``bptt`` epochs of the study's protocol
+(the study's length of a run)."""
 LONG_FACTOR = 4
 LONG_CASES = ("cartpole", "guidance")
 LONG_SEEDS = (0, 1, 2)
@@ -143,7 +144,7 @@ def load_budgets(path: Path = BUDGETS_JSON) -> dict[str, Any]:
 
 def budget_seconds(case: str, budgets: dict[str, Any]) -> float:
     """T of a case: single-core seconds of BUDGET_EPOCHS bptt epochs."""
-    return BUDGET_EPOCHS[case] / budgets["rates"][case]["bptt"]
+    return BUDGET_EPOCHS / budgets["rates"][case]["bptt"]
 
 
 def budget_units(case: str, method: str, budgets: dict[str, Any]) -> int:
@@ -495,7 +496,7 @@ def plan_table(budgets: dict[str, Any], cases: Sequence[str] = CASES, done: set[
         left += remaining
     for case in cases:
         lines.append(f"T({case}) = {budget_seconds(case, budgets) / 60:.1f} single-core minutes "
-                     f"({BUDGET_EPOCHS[case]} bptt epochs)")
+                     f"({BUDGET_EPOCHS} bptt epochs)")
     lines.append(f"total {total:.1f} core-hours ({total / 2:.1f} h on 2 cores), left {left:.1f} core-hours, "
                  f"of training: evaluations and compilation come on top")
     return "\n".join(lines)

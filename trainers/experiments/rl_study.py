@@ -42,6 +42,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import numpy as np
 
 from diffenvs.registry import canonical_name
+from trainers.experiments.rl_statistics import REPETITIONS
 from trainers.presets import COMPLEXITY_LEVELS, hardest_level
 
 CASES = ("cartpole", "guidance", "quantum")
@@ -633,7 +634,7 @@ def reference_losses(case: str, seeds: Iterable[int], num_test: int = 256) -> di
 def budget_steps(case: str, method: str, budgets: dict[str, Any]) -> float:
     """The environment steps that ``method``'s budget T holds on ``case``."""
     if method in RL_METHODS:
-        return float(budget_units(case, method, budgets))
+        return float(_rl_units(case, method, budgets, 1.0))
     import diffenvs
     from trainers.presets import study_preset
     config = study_preset(case, hardest_level(canonical_name(case)))
@@ -671,7 +672,7 @@ def _format(estimate: Any) -> str:
     return f"{estimate.value:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
 
 
-def statistics_tables(rows: Sequence[dict[str, Any]], *, repetitions: int = 20_000) -> tuple[str, dict]:
+def statistics_tables(rows: Sequence[dict[str, Any]], *, repetitions: int = REPETITIONS) -> tuple[str, dict]:
     """The Markdown tables (IQM of the score with 95 % intervals at equal time and equal steps, the
     median loss and P(combined > method)) and the estimates behind them."""
     from trainers.experiments.rl_statistics import iqm_intervals, probability_of_improvement
@@ -708,7 +709,7 @@ def statistics_tables(rows: Sequence[dict[str, Any]], *, repetitions: int = 20_0
 def write_report(archive: Path = ARCHIVE, budgets_path: Path = BUDGETS_JSON, *, out_csv: Path = RESULTS / "rl_comparison.csv",
                  out_table: Path = RESULTS / "rl_comparison.md", figure: Path = Path("docs/images/rl_comparison.png"),
                  page: Path | None = Path("docs/rl-comparison.md"),
-                 protocol_page: Path | None = Path("docs/rl-protocol.md"), repetitions: int = 20_000) -> str:
+                 protocol_page: Path | None = Path("docs/rl-protocol.md"), repetitions: int = REPETITIONS) -> str:
     """Read the archive, write the per-run readings (CSV), the statistics table (Markdown, also into
     ``page`` between :data:`TABLE_MARKERS`) and the figure."""
     from trainers.experiments.plotting import csv_text

@@ -85,7 +85,8 @@ HOST_BLAS_THREADS: int | None = 1
 setting. One: OpenBLAS's threads wait for each other by spinning, so beside XLA's threads and any other
 busy process they lose most of their time to waiting (the decomposition of the one-pole cart-pole took
 several times longer beside one other CPU-bound process with numpy's two threads than with one;
-``benchmarks/hig_under_load.py``), while one thread is as fast on an idle 2-core machine."""
+``benchmarks/hig_under_load.py``), and one thread was the faster on a 2-core machine in every
+measurement."""
 
 
 @functools.lru_cache(maxsize=1)

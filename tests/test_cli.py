@@ -9,8 +9,9 @@ import pytest
 from trainers import rundir
 from trainers.experiments.baseline import _parser as baseline_parser
 from trainers.experiments.baseline import main as baseline_main
-from trainers.cli import _train_parser, default_run_dir, plot_main, runs_main, sweep_main, train_main
+from trainers.cli import _train_parser, default_run_dir, eval_main, plot_main, runs_main, sweep_main, train_main
 from trainers.experiments.diagnostics import main as diagnose_main
+from trainers.experiments.rl_study import main as rl_study_main
 from trainers.experiments.comparison import main as compare_main
 from trainers.experiments.sweep import _parser as sweep_parser
 from trainers.training import TrainConfig
@@ -186,6 +187,8 @@ def test_plot_compare_baseline_and_sweep_errors_are_one_line_naming_the_flag(tmp
     (compare_main, ["out", "--minutes", "soon"], "diffenvs-compare", "argument --minutes: invalid float value"),
     (diagnose_main, ["--no-such-flag"], "diffenvs-diagnose", "unrecognized arguments: --no-such-flag"),
     (runs_main, ["--seed", "x"], "diffenvs-runs", "argument --seed: invalid int value: 'x'"),
+    (eval_main, ["run", "--episodes", "x"], "diffenvs-eval", "argument --episodes: invalid int value: 'x'"),
+    (rl_study_main, ["plan", "--cases", "nope"], "diffenvs-rl-study plan", "argument --cases: invalid choice"),
 ])
 def test_a_bad_value_is_one_line_without_the_usage(function, argv, prog, message, capsys):
     capsys.readouterr()

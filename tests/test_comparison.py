@@ -136,3 +136,15 @@ def test_archive_keeps_the_comparison(comparison_root, tmp_path, capsys):
                  "--archive", str(archive)]) == 0
     assert [line.split(" | ")[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("| CartPole")] \
         == [["1", "apg"], ["1", "bptt"], ["2", "bptt"]]
+
+
+def test_both_kinds_of_comparison_runs_load_as_policies_with_their_recorded_test_loss(comparison_root):
+    from trainers import evaluate_policy, load_policy
+    for method, kind in (("apg", "apg"), ("bptt", "gradient")):
+        run_dir = comparison_root / run_name("CartPole", 1, method, 0)
+        policy = load_policy(run_dir)
+        assert policy.kind == kind and policy.task == "CartPole" and policy.env_params == {"num_poles": 1}
+        evaluation = evaluate_policy(policy, episodes=1)
+        assert evaluation.recorded_test_loss == next(row["test_loss"] for row in rundir.read_metrics(run_dir)
+                                                     if row["epoch"] == policy.epoch)
+        assert evaluation.test_loss == pytest.approx(evaluation.recorded_test_loss, rel=1e-5)

@@ -1,4 +1,5 @@
-"""Command-line tools: ``diffenvs-train`` and ``diffenvs-plot`` (and the helpers the other commands share).
+"""Command-line tools: ``diffenvs-train``, ``diffenvs-plot`` and ``diffenvs-eval`` (and the helpers the other
+commands share).
 
 Every error a user can cause from the command line is reported by argparse as one line naming the flag
 and what it allows; no input ends in a traceback.
@@ -37,7 +38,7 @@ class CommandParser(argparse.ArgumentParser):
     ``PROG: error: MESSAGE (see PROG --help)``, without argparse's usage block before it; exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())} (see {self.prog} --help)\n")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -515,4 +516,99 @@ def runs_main(argv: Sequence[str] | None = None) -> int:
         progress = f"epoch {rows[-1]['epoch']}, test loss {rows[-1]['test_loss']:.4g}" if rows else "no metrics"
         print(f"{run_dir}  {progress}")
     print(f"diffenvs-runs: {len(found)} runs under {args.root}" + (f" matching {filters}" if filters else ""))
+
+
+EVAL_COLUMNS = ("run", "kind", "epoch", "test loss", "recorded", "return (mean ± std)")
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="diffenvs-eval",
+        description="Load the trained policy of run directories of any kind (diffenvs-train, diffenvs-sweep, "
+                    "diffenvs-baseline, diffenvs-compare) and evaluate it: the trainers' test loss on the run's own "
+                    "test set (next to the test loss the run recorded for the same params) and the mean and "
+                    "standard deviation of the episode return over N episodes in its Gymnasium environment.",
+        epilog="Example: diffenvs-eval runs/cartpole-poles1-combined --episodes 20 --animation cartpole.gif",
+        formatter_class=HelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories")
+    parser.add_argument("--episodes", type=int, default=10, help="Gymnasium episodes per run for the return")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the episodes' first reset")
+    parser.add_argument("--test-size", type=int, default=None,
+                        help="test states (default: the run's own test set, so that the loss equals the recorded one)")
+    parser.add_argument("--animation", type=Path, default=None, metavar="PATH",
+                        help="write an animation (.gif, or .mp4 with imageio's ffmpeg plugin) of the first run's "
+                             "policy; with several runs, PATH gets the run's name before its suffix")
+    parser.add_argument("--animation-episodes", type=int, default=1, metavar="K",
+                        help="episodes in the animation")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    return parser
+
+
+def _animation_path(path: Path, run_dir: Path, several: bool) -> Path:
+    return path.with_name(f"{path.stem}-{run_dir.name}{path.suffix}") if several else path
+
+
+def _format_loss(value: float) -> str:
+    return "nan" if value != value else f"{value:.6g}"
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``diffenvs-eval``."""
+    parser = _eval_parser()
+    args = parser.parse_args(argv)
+    flags = {"episodes": "--episodes", "seed": "--seed", "num_test": "--test-size", "animation": "--animation",
+             "frames": "--animation"}
+    for flag, value, low in (("--episodes", args.episodes, 0), ("--seed", args.seed, 0),
+                             ("--animation-episodes", args.animation_episodes, 1)):
+        if value < low:
+            parser.error(f"{flag} must be an integer >= {low}, got {value}")
+    if args.test_size is not None and args.test_size < 1:
+        parser.error(f"--test-size must be an integer >= 1, got {args.test_size}")
+    if args.animation is not None:
+        problem = check_file_path("--animation", args.animation)
+        if problem:
+            parser.error(problem)
+        if args.animation.suffix.lower() not in (".gif", ".mp4"):
+            parser.error(f"--animation must be a path ending in .gif or .mp4, got {str(args.animation)!r}")
+    from trainers.evaluation import episode_frames, evaluate_policy, write_animation
+    from trainers.policy import load_policy
+    from trainers.rundir import RunDirError
+    results = []
+    try:
+        policies = [load_policy(run) for run in args.runs]
+        for policy in policies:
+            evaluation = evaluate_policy(policy, num_test=args.test_size, episodes=args.episodes, seed=args.seed)
+            result = {"run": str(policy.run_dir), "kind": policy.kind, "epoch": policy.epoch,
+                      "num_test": evaluation.num_test, "test_loss": evaluation.test_loss,
+                      "recorded_test_loss": evaluation.recorded_test_loss, "episodes": evaluation.episodes,
+                      "mean_return": evaluation.mean_return, "std_return": evaluation.std_return}
+            if args.animation is not None:
+                path = _animation_path(args.animation, policy.run_dir, len(policies) > 1)
+                frames = episode_frames(policy, args.animation_episodes, args.seed)
+                result["animation"] = str(write_animation(path, frames))
+                result["animation_frames"] = len(frames)
+            results.append(result)
+    except RunDirError as error:                  # names the run directory's file already
+        parser.error(str(error))
+    except ValueError as error:
+        parser.error(flag_message(str(error), flags))
+    except OSError as error:
+        parser.error(f"cannot write {error.filename or 'a file'}: {error.strerror or error}")
+    if args.json:
+        import json
+        print(json.dumps([{key: (None if isinstance(value, float) and value != value else value)
+                           for key, value in result.items()} for result in results], indent=2))
+        return 0
+    table = [EVAL_COLUMNS]
+    for result in results:
+        spread = (f"{result['mean_return']:.6g} ± {result['std_return']:.3g} ({result['episodes']} episodes)"
+                  if result["episodes"] else "-")
+        table.append((result["run"], result["kind"], str(result["epoch"]), _format_loss(result["test_loss"]),
+                      _format_loss(result["recorded_test_loss"]), spread))
+    widths = [max(len(row[index]) for row in table) for index in range(len(EVAL_COLUMNS))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for result in results:
+        if "animation" in result:
+            print(f"animation: {result['animation']} ({result['animation_frames']} frames)")
     return 0

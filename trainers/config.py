@@ -152,6 +152,34 @@ class TrainConfig:
             record["strategy"] = f"custom:{self.strategy.name}"
         return record
 
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> TrainConfig:
+        """The configuration of a ``config.json`` record written by :meth:`to_dict` (or by
+        :func:`~trainers.training.train`, whose bookkeeping keys :data:`RECORD_BOOKKEEPING` are ignored;
+        fields an older record lacks take their defaults).
+
+        Raises:
+            ValueError: one line, for a record that is not a dict, has keys that are neither fields nor
+                bookkeeping (naming them), names a custom :class:`Strategy` object ("custom:NAME", which
+                a record cannot rebuild), or has invalid values.
+        """
+        if not isinstance(record, dict):
+            raise ValueError(f"record must be a dict (a config.json object), got {type(record).__name__}")
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - fields - set(RECORD_BOOKKEEPING))
+        if unknown:
+            raise ValueError(f"record: unknown key(s) {unknown}; a TrainConfig record holds {sorted(fields)} "
+                             f"and the bookkeeping keys {list(RECORD_BOOKKEEPING)}")
+        strategy = record.get("strategy", "")
+        if isinstance(strategy, str) and strategy.startswith("custom:"):
+            raise ValueError(f"strategy {strategy!r} was a Strategy object, which a record cannot rebuild; "
+                             f"pass TrainConfig(strategy=...) the object itself")
+        return cls(**{name: value for name, value in record.items() if name in fields})
+
+
+RECORD_BOOKKEEPING = ("diffenvs_version", "controller", "optimizer_object")
+"""Keys of ``config.json`` beside the :class:`TrainConfig` fields: the library version that wrote the run,
+whether it used the study's or a custom controller, and a custom optimizer object."""
 
 _DEFAULTS = {"strategy_options": {}, "precision": "float32", "gradient_variance": False}
 

@@ -111,6 +111,13 @@ def initial_states(env: FunctionalEnv, key: jax.Array, count: int) -> EnvState:
     return jax.vmap(env.initial)(jax.random.split(key, count))
 
 
+def run_test_states(env: FunctionalEnv, seed: int, count: int) -> EnvState:
+    """The test set of a run with ``seed``: ``count`` initial states drawn with the second of the four keys
+    ``jax.random.split(PRNGKey(seed), 4)`` (train, test, init, strategy) that every run splits its seed into."""
+    _, test_key, _, _ = jax.random.split(jax.random.PRNGKey(seed), 4)
+    return initial_states(env, test_key, count)
+
+
 def tree_squared_norm(tree: Any) -> jax.Array:
     """Squared L2 norm of a pytree seen as one flat vector (scalar)."""
     return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
@@ -388,7 +395,8 @@ def _take(tree: Any, index: int) -> Any:
     return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
-def _as_precision(tree: Any, precision: str) -> Any:
+def as_precision(tree: Any, precision: str) -> Any:
+    """``tree`` with its floating-point leaves in float64 when ``precision`` is "float64" (else unchanged)."""
     if precision != "float64":
         return tree
     return jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
@@ -428,24 +436,24 @@ def _prepare(member: Member, program: Program, overwrite: bool, where: str) -> _
 
     problem = program.problem
     train_key, test_key, init_key, strategy_key = jax.random.split(jax.random.PRNGKey(config.seed), 4)
-    train_states = _as_precision(initial_states(problem.env, train_key, config.num_train), program.precision)
-    test_states = _as_precision(initial_states(problem.env, test_key, config.num_test), program.precision)
-    params = _as_precision(problem.controller.init(init_key), program.precision)
+    train_states = as_precision(initial_states(problem.env, train_key, config.num_train), program.precision)
+    test_states = as_precision(initial_states(problem.env, test_key, config.num_test), program.precision)
+    params = as_precision(problem.controller.init(init_key), program.precision)
     strategy_state = (program.strategy.initial_state(problem, params, jax.random.fold_in(init_key, 1))
                       if program.strategy is not None else ())
     state = TrainState(params, program.optimizer.init(params), strategy_key, strategy_state)
-    # train()'s checkpoint holds the chained (clip, optimizer) state; the clipping states have no leaves
+    # the group's optimizer state without the clipping, whose states have no leaves: the same leaves as
+    # the chained (clip, optimizer) state of config.make_optimizer() that older checkpoints were read as
     chained = program.optimizer if program.custom_optimizer else config.make_optimizer()
     template = TrainState(params, chained.init(params), strategy_key, strategy_state)
     mine, theirs = jax.tree.leaves(state), jax.tree.leaves(template)
     if [(np.shape(a), np.asarray(a).dtype) for a in mine] != [(np.shape(b), np.asarray(b).dtype) for b in theirs]:
         raise ValueError(f"optimizer: the state of {config.optimizer!r} with clip {config.clip!r} does not "
                          f"match the checkpoint layout")
-    loaded = rundir.load_checkpoint(run_dir, template) if run_dir is not None else None
+    loaded = rundir.load_checkpoint(run_dir, state) if run_dir is not None else None
     start, rows = 0, None
     if loaded is not None:
-        start, loaded_state = loaded
-        state = jax.tree.unflatten(jax.tree.structure(state), jax.tree.leaves(loaded_state))
+        start, state = loaded
         rows = [row for row in rundir.read_metrics(run_dir) if row["epoch"] <= start]
         if len(rows) != start + 1:
             raise ValueError(f"{where}: {run_dir}/metrics.csv has {len(rows)} complete rows up to the "

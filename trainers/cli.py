@@ -516,6 +516,7 @@ def runs_main(argv: Sequence[str] | None = None) -> int:
         progress = f"epoch {rows[-1]['epoch']}, test loss {rows[-1]['test_loss']:.4g}" if rows else "no metrics"
         print(f"{run_dir}  {progress}")
     print(f"diffenvs-runs: {len(found)} runs under {args.root}" + (f" matching {filters}" if filters else ""))
+    return 0
 
 
 EVAL_COLUMNS = ("run", "kind", "epoch", "test loss", "recorded", "return (mean ± std)")

@@ -40,6 +40,7 @@ SHRINK: dict[tuple[str, int], dict[str, str]] = {
     ("docs/trainers.md", 2): {"levels=(1, 2, 3, 4)": "levels=(1,)",
                               '{"epochs": 1000}': '{"epochs": 2, "num_train": 16, "num_test": 16}'},
     ("docs/trainers.md", 4): {"epochs=30": "epochs=1, num_train=16, num_test=16"},
+    ("docs/trainers.md", 6): {"epochs=30": "epochs=2, num_train=16, num_test=16"},
     ("docs/extending.md", 0): {"epochs=5": "epochs=1, num_train=16, num_test=16"},
     ("docs/trainers.md", 5): {"epochs=30": "epochs=1, num_train=16, num_test=16", "episodes=10": "episodes=1"},
 }

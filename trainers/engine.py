@@ -340,7 +340,25 @@ def group_devices(devices: int | None) -> list:
         raise ValueError(f"devices: {devices} requested, but this process has {len(available)} "
                          f"({available[0].platform}); on CPU pass --devices before jax starts (the command-line "
                          f"flag does) or set XLA_FLAGS=--xla_force_host_platform_device_count={devices}")
+    cores = usable_cores()
+    if available[0].platform == "cpu" and devices > cores:
+        warnings.warn(f"devices: {devices} CPU host devices on {cores} cores train no faster than {cores} (host "
+                      f"devices share the cores; each needs one of its own to help); pass --devices {cores} or "
+                      f"fewer", DeviceCountWarning, stacklevel=2)
     return available[:devices]
+
+
+class DeviceCountWarning(UserWarning):
+    """More CPU host devices were asked for than the process has cores: correct, but not faster."""
+
+
+def usable_cores() -> int:
+    """The number of cores this process may run on (its CPU affinity where the OS reports it)."""
+    import os
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _shard_runs(tree: Any, sharding: Any) -> Any:
@@ -491,8 +509,9 @@ def train_members(program: Program, members: Sequence[Member], *, overwrite: boo
     Each run resumes from its checkpoint and ends with exactly the parameters and metrics of an
     uninterrupted run of the same group. Writes ``config.json``, ``metrics.csv`` (one row per epoch,
     epoch 0 = before training) and ``checkpoint.npz`` of runs with a directory. ``callback(index,
-    row)`` is called after run ``index``'s epoch is recorded (and checkpointed when due); raising from
-    it stops training. A run that hits a non-finite loss or state keeps its last good checkpoint; then
+    row)`` is called after run ``index``'s epoch is recorded (and checkpointed when due), with the
+    row's metrics except ``cosine`` for strategies that do not compute it (NaN in ``metrics.csv``, which
+    keeps its columns); raising from it stops training. A run that hits a non-finite loss or state keeps its last good checkpoint; then
     ``on_failure(index, epoch, row)`` is called and the others go on, or, without ``on_failure``,
     :class:`NonFiniteError` is raised. ``minutes``: a wall-time budget per run (summed ``epoch_seconds``
     across resumes, compilation excluded) after which it stops with a checkpoint.
@@ -567,7 +586,9 @@ def _train_members(program, members, overwrite, quiet, where, description, callb
     failed = [False] * count
     stopped = [False] * count
     warned = [False] * len(runs)
-    strategy_names = [run.config.make_strategy().name for run in runs]
+    strategies = [run.config.make_strategy() for run in runs]
+    strategy_names = [strategy.name for strategy in strategies]
+    unreported = [set() if "cosine" in strategy.metric_names else {"cosine"} for strategy in strategies]
     active = np.zeros(count, bool)
     signature = str(jax.tree.map(lambda x: (x.shape, x.dtype), (state, data, train_states, test_states)))
     signature += f" on {len(used)} devices"
@@ -630,8 +651,8 @@ def _train_members(program, members, overwrite, quiet, where, description, callb
                     if index in due:
                         rundir.save_checkpoint(run.run_dir, epoch, _take(host_state, index))
             for index, row in rows_now.items():
-                if callback is not None:
-                    callback(pending[index], row)
+                if callback is not None:                 # without the NaN of metrics the strategy does not compute
+                    callback(pending[index], {key: value for key, value in row.items() if key not in unreported[index]})
             progress.update(rows_now, sum(failed))
     finally:
         progress.close()

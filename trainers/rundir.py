@@ -600,3 +600,112 @@ def load_checkpoint(run_dir: Path, template: Any, file: str = CHECKPOINT_FILE,
 
 def all_finite(row: dict[str, float], keys: tuple[str, ...]) -> bool:
     return all(math.isfinite(row[key]) for key in keys)
+
+
+# ----------------------------------------------------------------------------------- finding runs
+
+IDENTITY_IGNORED = ("epochs", "diffenvs_version", "brax_version")
+"""Keys of ``config.json`` in which two records of the same run may differ (a larger ``epochs`` continues
+it; the versions are those of the last writer)."""
+
+
+def _config_files(root: Path, depth: int | None) -> list[Path]:
+    if (root / CONFIG_FILE).is_file():
+        return [root / CONFIG_FILE]
+    if not root.is_dir():
+        return []
+    if depth == 1:
+        return sorted(child / CONFIG_FILE for child in root.iterdir() if (child / CONFIG_FILE).is_file())
+    return sorted(root.rglob(CONFIG_FILE))
+
+
+def _readable_config(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_config(path.parent)
+    except (OSError, RunDirError):
+        return None                               # a damaged run is not a match; it says so when opened
+
+
+def run_identity(record: dict[str, Any], ignored: Iterable[str] = IDENTITY_IGNORED) -> str:
+    """``record`` (a ``config.json`` object) as canonical JSON without the ``ignored`` keys: two records
+    of the same run have the same identity."""
+    ignored = set(ignored)
+    return json.dumps({key: value for key, value in record.items() if key not in ignored}, sort_keys=True,
+                      default=str)
+
+
+def runs_by_identity(root: str | Path) -> dict[str, Path]:
+    """The run directories directly under ``root`` by :func:`run_identity` of their ``config.json``
+    (unreadable ones left out; of two with the same identity, the first by name)."""
+    index: dict[str, Path] = {}
+    for path in _config_files(Path(root), 1):
+        existing = _readable_config(path)
+        if existing is not None:
+            index.setdefault(run_identity(existing), path.parent)
+    return index
+
+
+def find_same_run(root: str | Path, record: dict[str, Any]) -> Path | None:
+    """The run directory directly under ``root`` whose ``config.json`` equals ``record`` in every key but
+    :data:`IDENTITY_IGNORED`, whatever its name (for example a name given by an earlier version); None if
+    there is none. Sweeps, comparisons and ``diffenvs-train`` resume such a run instead of starting anew."""
+    return runs_by_identity(root).get(run_identity(record))
+
+
+def _matches(config: dict[str, Any], name: str, wanted: Any) -> bool:
+    """Whether ``config`` has ``wanted`` (a value, or a list/tuple/set of allowed values) for filter ``name``."""
+    from diffenvs.registry import canonical_name
+    allowed = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+    try:
+        task = canonical_name(config.get("task", ""))
+    except ValueError:
+        return False
+    if name == "task":
+        return task in {canonical_name(value) for value in allowed}
+    import dataclasses
+    import diffenvs
+    from trainers.config import TrainConfig
+    from trainers.presets import COMPLEXITY_LEVELS
+    env_params = {**dataclasses.asdict(diffenvs.make(task).default_params), **(config.get("env_params") or {})}
+    if name == "level":
+        name = COMPLEXITY_LEVELS[task][0]
+    if name == "strategy":
+        value = config.get("algo", config.get("strategy"))
+    elif name in env_params and name not in config:
+        value = env_params[name]
+    else:
+        defaults = TrainConfig().to_dict() | {"precision": "float32", "gradient_variance": False,
+                                              "strategy_options": {}, "controller": "study"}
+        if name not in config and name not in defaults:
+            return False
+        value = config.get(name, defaults.get(name))
+    return any(value == option for option in allowed)
+
+
+def find_run_dirs(root: str | Path, **filters: Any) -> list[Path]:
+    """Run directories under ``root`` (``root`` itself or at any depth below it) whose ``config.json``
+    matches every filter, whatever the directories are called; sorted by path.
+
+    A filter is ``key=value`` or ``key=[value, ...]`` (any of them): ``task`` in any spelling
+    ("cartpole", "CartPole"), ``level`` (the task's complexity value: poles, rc or target state),
+    ``strategy`` (a strategy name, or an RL baseline's algorithm), an environment parameter
+    (``num_poles=2``), or any other key of ``config.json`` (``clip="norm"``, ``seed=0``,
+    ``learning_rate=3e-4``); a key the record omits takes its default. Example::
+
+        find_run_dirs("runs", task="cartpole", level=2, strategy=["bptt", "combined"], seed=0)
+    """
+    if "task" in filters:
+        from diffenvs.registry import canonical_name
+        tasks = filters["task"] if isinstance(filters["task"], (list, tuple, set, frozenset)) else [filters["task"]]
+        for task in tasks:
+            try:
+                canonical_name(task)
+            except ValueError as error:
+                raise ValueError(f"task: {error}") from None
+    root = Path(root)
+    found = []
+    for path in _config_files(root, None):
+        config = _readable_config(path)
+        if config is not None and all(_matches(config, name, value) for name, value in filters.items()):
+            found.append(path.parent)
+    return found

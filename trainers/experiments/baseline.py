@@ -72,7 +72,8 @@ from diffenvs.core import EnvState
 from diffenvs.registry import ALIASES, canonical_name
 from trainers import rundir
 from trainers.checks import check_count, check_finite_positive
-from trainers.cli import HelpFormatter
+from trainers.cli import CommandParser, HelpFormatter
+from trainers.config import run_name
 from trainers.engine import run_test_states
 from trainers.policy import (
     BRAX_NETWORK_KEYS, POLICY_FILE, brax_actions, brax_network_factory, save_brax_policy, scaled_controls,
@@ -392,7 +393,7 @@ def _per_algorithm(name: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="diffenvs-baseline",
         description="Train an RL baseline (brax PPO, SAC or APG, unmodified) on a diffenvs task and evaluate "
                     "its deterministic policy on the trainers' test set for the same seed with the trainers' "
@@ -478,9 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = _parse_overrides(args.set or [])
     except ValueError as error:
         parser.error(flag_message(str(error), flags))
-    _, parameter, label = LEVEL_FLAGS[args.task]
+    _, parameter, _ = LEVEL_FLAGS[args.task]
     level = getattr(env.default_params, parameter)
-    out = args.out or Path("runs") / f"{args.task}-{label}{level:g}-{args.algo}-seed{args.seed}"
+    out = args.out or Path("runs") / run_name({"task": args.task, "env_params": {parameter: level},
+                                               "algo": args.algo, "seed": args.seed})
     problem = _check_out_path(out)
     if problem:
         parser.error(problem)

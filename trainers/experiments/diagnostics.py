@@ -385,7 +385,9 @@ def _study_value(task: str, level: Any) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from trainers.cli import CommandParser
+
+    parser = CommandParser(
         prog="diffenvs-diagnose",
         description="At a study run's initial parameters (or at the checkpoints of --runs), for each task and "
                     "complexity level: the norm of the gradient of the loss of the first H steps against the "

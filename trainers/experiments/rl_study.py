@@ -841,7 +841,9 @@ def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estima
 # ------------------------------------------------------------------------------------------ command line
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from trainers.cli import CommandParser
+
+    parser = CommandParser(
         prog="diffenvs-rl-study",
         description="The RL study: tuned brax PPO and SAC, APG, and bptt, combined and shac at the hardest "
                     "levels, several seeds, equal single-core time (docs/rl-comparison.md).")

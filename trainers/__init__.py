@@ -6,8 +6,8 @@ Examples:
 """
 
 from trainers.networks import MLP, Controller, QuantumCNN, from_flax, study_controller
-from trainers.presets import COMPLEXITY_LEVELS, study_preset
-from trainers.rollout import Problem, make_gate, rollout_loss
+from trainers.presets import COMPLEXITY_LEVELS, TASK_PRESETS, TaskPreset, add_task_preset, study_preset, task_preset
+from trainers.rollout import Problem, first_nonfinite_step, make_gate, rollout_loss
 from trainers.strategies import (
     STRATEGIES, Strategy, StrategyResult, bptt, combined, es, gated, get_strategy, modified, network_only,
     one_step, parse_strategy, register, sign_agreement, strategy_names, truncated,
@@ -16,7 +16,8 @@ from trainers.training import OPTIMIZERS, NonFiniteError, TrainConfig, TrainResu
 
 __all__ = [
     "MLP", "Controller", "QuantumCNN", "from_flax", "study_controller", "COMPLEXITY_LEVELS", "study_preset",
-    "Problem", "make_gate", "rollout_loss", "STRATEGIES", "Strategy", "StrategyResult", "bptt", "combined",
+    "TASK_PRESETS", "TaskPreset", "add_task_preset", "task_preset",
+    "Problem", "first_nonfinite_step", "make_gate", "rollout_loss", "STRATEGIES", "Strategy", "StrategyResult", "bptt", "combined",
     "es", "gated", "get_strategy", "modified", "network_only", "one_step", "parse_strategy", "register",
     "sign_agreement", "strategy_names", "truncated",
     "OPTIMIZERS", "NonFiniteError", "TrainConfig", "TrainResult", "ZeroUpdateWarning", "train",

@@ -1,15 +1,23 @@
-"""Closed-loop rollouts of a controller in a diffenvs environment: the hooks strategies build on.
+"""Closed-loop rollouts of a controller in a differentiable environment: the hooks strategies build on.
 
-One step of a batched rollout is split in two pure functions so that strategies can treat the two
-paths separately:
+The environment is anything that meets :class:`diffenvs.core.ControlEnv` (the built-in environments,
+adapters, or a user's own); its state is any pytree. One step of a batched rollout is split in two pure
+functions so that strategies can treat the two paths separately:
 
-* ``problem.control(params, physics)``: the network N, controls for a batch of physical states;
-* ``problem.simulate(physics, time, controls)``: the simulator S, the next physical states and this
-  step's batch-mean loss contribution.
+* ``problem.control(params, states)``: the network N, controls for a batch of states (from their
+  observations);
+* ``problem.simulate(states, controls)``: the simulator S, the next states and this step's batch-mean
+  loss contribution (minus the reward).
 
-:func:`rollout_loss` runs the whole rollout with a *gate* that decides, at each step, which paths the
-backward pass may use (``jax.lax.stop_gradient`` on the network input, the physics input, both or
-neither). The forward values never depend on the gate.
+States here are *batched* state pytrees: every leaf has a leading batch axis. :func:`rollout_loss`
+runs the whole rollout with a *gate* that decides, at each step, which paths the backward pass may use
+(``jax.lax.stop_gradient`` on the state entering the network, the state entering the simulator, both
+or neither; applied to the whole state pytree, every leaf). The forward values never depend on the gate.
+
+Early termination: a step taken from a state for which ``env.terminal`` is true adds no loss and leaves
+the state as it is (every leaf frozen with ``jnp.where``, the mask's gradient blocked), so neither the
+loss nor its gradient goes past the end of an episode. An environment whose ``terminates_early``
+attribute is False (the built-in ones) skips the mask.
 """
 
 from __future__ import annotations
@@ -19,38 +27,87 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
-from diffenvs.core import EnvState, FunctionalEnv
+from diffenvs.core import ControlEnv
 from trainers.networks import Controller
 
 Array = jax.Array
-Gate = Callable[[Array, Array], tuple[Array, Array]]
-"""gate(step index t, physics batch) -> (network input physics, simulator input physics)."""
+State = Any
+"""A state pytree (one instance), or a batch of them (every leaf with a leading batch axis)."""
+Gate = Callable[[Array, State], tuple[State, State]]
+"""gate(step index t, batched states) -> (network input states, simulator input states)."""
 
 
-def _identity(physics: Array) -> Array:
-    return physics
+def _identity(states: State) -> State:
+    return states
 
 
-def make_gate(network_input: Callable[[Array], Array] = _identity,
-              physics_input: Callable[[Array], Array] = _identity) -> Gate:
-    """A gate that applies ``network_input`` and ``physics_input`` (e.g. stop_gradient) at every step."""
-    return lambda t, physics: (network_input(physics), physics_input(physics))
+def make_gate(network_input: Callable[[State], State] = _identity,
+              physics_input: Callable[[State], State] = _identity) -> Gate:
+    """A gate that applies ``network_input`` and ``physics_input`` (e.g. ``jax.lax.stop_gradient``, which
+    acts on every leaf) to the batched state pytree at every step."""
+    return lambda t, states: (network_input(states), physics_input(states))
 
 
 plain_gate = make_gate()
 """The gate of plain BPTT: every path open."""
 
 
+def batch_size(states: State) -> int:
+    """The leading (batch) size of a batched state pytree."""
+    return jax.tree.leaves(states)[0].shape[0]
+
+
+def is_float(leaf: Any) -> bool:
+    """Whether a leaf is a floating-point (differentiable) array."""
+    return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+
+
+def split_float_leaves(state: State) -> tuple[list[Array], Callable[[list[Array]], State]]:
+    """(the floating-point leaves of ``state``, ``rebuild(float_leaves) -> state``): the part of a state
+    that gradients flow through, and how to put a state together again with the other leaves as they are."""
+    leaves, treedef = jax.tree.flatten(state)
+    floats = [leaf for leaf in leaves if is_float(leaf)]
+
+    def rebuild(new_floats: list[Array]) -> State:
+        replacement = iter(new_floats)
+        return treedef.unflatten([next(replacement) if is_float(leaf) else leaf for leaf in leaves])
+
+    return floats, rebuild
+
+
+def flat_float_state(state: State) -> tuple[Array, Callable[[Array], State]]:
+    """(one vector of the floating-point leaves of an unbatched state (``ravel_pytree``), ``unflatten(vector)
+    -> state`` with the other leaves as they are): what Jacobian-based diagnostics act on."""
+    floats, rebuild = split_float_leaves(state)
+    vector, unravel = ravel_pytree(floats)
+    return vector, lambda flat: rebuild(unravel(flat))
+
+
+def terminates_early(env: Any) -> bool:
+    """Whether the rollout must mask steps after termination (False when the environment promises that
+    its episodes end only at the horizon, ``env.terminates_early = False``)."""
+    return bool(getattr(env, "terminates_early", True))
+
+
+def freeze_where(done: Array, old: State, new: State) -> State:
+    """Per instance: ``old`` where ``done`` (batch,) is true, else ``new`` (every leaf)."""
+    def pick(o: Array, n: Array) -> Array:
+        return jnp.where(done.reshape(done.shape + (1,) * (n.ndim - done.ndim)), o, n)
+    return jax.tree.map(pick, old, new)
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """An environment, its parameters and a controller: everything a rollout needs.
 
-    ``initial_states`` passed to the functions below are batched :class:`EnvState`s with a leading
-    batch axis; losses are means over the batch of each instance's loss (the batch loss of docs/physics.md).
+    ``env`` meets :class:`diffenvs.core.ControlEnv`. ``states`` passed to the functions below are batched
+    state pytrees (a leading batch axis on every leaf); losses are means over the batch of each
+    instance's loss (its negative return over the horizon; the batch loss of docs/physics.md).
     """
 
-    env: FunctionalEnv
+    env: ControlEnv
     env_params: Any
     controller: Controller
 
@@ -58,77 +115,121 @@ class Problem:
     def num_steps(self) -> int:
         return self.env.num_steps(self.env_params)
 
-    def control(self, params: Any, physics: Array, time: Array) -> Array:
-        """The network: controls (batch, *action_shape) for physics (batch, *physics_shape)."""
-        observe = jax.vmap(lambda p, t: self.env.observation(EnvState(p, t), None, self.env_params))
-        return self.controller.apply(params, observe(physics, time))
+    @property
+    def masks_termination(self) -> bool:
+        """Whether steps after an episode's end are masked (see the module docstring)."""
+        return terminates_early(self.env)
 
-    def simulate(self, physics: Array, time: Array, controls: Array) -> tuple[Array, Array]:
-        """The simulator: (next physics batch, batch-mean loss contribution of this step)."""
-        def single(p, t, c):
-            state = EnvState(p, t)
-            next_state = self.env.transition(state, c, None, self.env_params)
-            return next_state.physics, -self.env.reward(state, c, next_state, None, self.env_params)
+    def observe(self, states: State) -> Array:
+        """The observations (batch, *observation_shape) of a batch of states."""
+        return jax.vmap(lambda state: self.env.observation(state, None, self.env_params))(states)
 
-        next_physics, losses = jax.vmap(single)(physics, time, controls)
-        return next_physics, jnp.mean(losses)
+    def control(self, params: Any, states: State) -> Array:
+        """The network: controls (batch, *action_shape) for a batch of states."""
+        return self.controller.apply(params, self.observe(states))
+
+    def done(self, states: State) -> Array:
+        """Whether each state of the batch is terminal, (batch,) bool, gradient blocked."""
+        terminal = jax.vmap(lambda state: self.env.terminal(state, None, self.env_params))(states)
+        return jax.lax.stop_gradient(jnp.asarray(terminal, bool).reshape(-1))
+
+    def step(self, states: State, controls: Array) -> tuple[State, Array]:
+        """The simulator without the batch mean: (next states, per-instance step losses (batch,)).
+
+        An instance whose state is terminal keeps its state and adds 0 (when the environment may end early)."""
+        def single(state, control):
+            next_state = self.env.transition(state, control, None, self.env_params)
+            return next_state, -self.env.reward(state, control, next_state, None, self.env_params)
+
+        next_states, losses = jax.vmap(single)(states, controls)
+        if self.masks_termination:
+            done = self.done(states)
+            next_states = freeze_where(done, states, next_states)
+            losses = jnp.where(done, jnp.zeros_like(losses), losses)
+        return next_states, losses
+
+    def simulate(self, states: State, controls: Array) -> tuple[State, Array]:
+        """The simulator: (next states, batch-mean loss contribution of this step)."""
+        next_states, losses = self.step(states, controls)
+        return next_states, jnp.mean(losses)
 
 
-def rollout_loss(problem: Problem, params: Any, initial_states: EnvState,
+def step_losses(problem: Problem, params: Any, initial_states: State, gate: Gate = plain_gate,
+                unroll: int = 1) -> Array:
+    """The batch-mean loss contribution of every step of a closed-loop rollout, shape (num_steps,)."""
+    def body(states: State, t: Array) -> tuple[State, Array]:
+        network_states, simulator_states = gate(t, states)
+        controls = problem.control(params, network_states)
+        return problem.simulate(simulator_states, controls)
+
+    _, losses = jax.lax.scan(body, initial_states, jnp.arange(problem.num_steps), unroll=unroll)
+    return losses
+
+
+def rollout_loss(problem: Problem, params: Any, initial_states: State,
                  gate: Gate = plain_gate, unroll: int = 1) -> Array:
     """Batch-mean loss of a closed-loop rollout from ``initial_states`` (scalar).
 
     Differentiating it with respect to ``params`` gives the strategy that ``gate`` defines. ``unroll``
     is ``lax.scan``'s unroll factor (steps per loop iteration; the result does not depend on it).
     """
-    def body(state: EnvState, t: Array) -> tuple[EnvState, Array]:
-        network_physics, simulator_physics = gate(t, state.physics)
-        controls = problem.control(params, network_physics, state.time)
-        next_physics, loss = problem.simulate(simulator_physics, state.time, controls)
-        return EnvState(next_physics, state.time + 1), loss
-
-    _, losses = jax.lax.scan(body, initial_states, jnp.arange(problem.num_steps), unroll=unroll)
-    return jnp.sum(losses)
+    return jnp.sum(step_losses(problem, params, initial_states, gate, unroll))
 
 
-def batch_of_one(state: EnvState) -> EnvState:
+def batch_of_one(state: State) -> State:
     """One state (no batch axis) as a batch of one."""
     return jax.tree.map(lambda x: x[None], state)
 
 
-def instance_losses(problem: Problem, params: Any, initial_states: EnvState) -> Array:
+def instance_losses(problem: Problem, params: Any, initial_states: State) -> Array:
     """Each instance's loss, shape (batch,): the rollout of every state on its own."""
     return jax.vmap(lambda state: rollout_loss(problem, params, batch_of_one(state)))(initial_states)
 
 
 # ------------------------------------------------------------------ per-episode gradient variance
 
-def per_episode_losses_and_gradients(problem: Problem, params: Any, initial_states: EnvState,
+def per_episode_losses_and_gradients(problem: Problem, params: Any, initial_states: State,
                                      gate: Gate = plain_gate) -> tuple[Array, Any]:
     """Each episode's loss (batch,) and parameter gradient of its own loss (the structure of
     ``params`` with a leading batch axis). The mean of the gradients is the gradient of the batch
     loss. ``gate`` selects the strategy (default: plain BPTT, see :mod:`trainers.rollout`)."""
-    def single(state: EnvState) -> tuple[Array, Any]:
+    def single(state: State) -> tuple[Array, Any]:
         return jax.value_and_grad(lambda p: rollout_loss(problem, p, batch_of_one(state), gate))(params)
 
     return jax.vmap(single)(initial_states)
 
 
-def per_episode_gradients(problem: Problem, params: Any, initial_states: EnvState,
+def per_episode_gradients(problem: Problem, params: Any, initial_states: State,
                           gate: Gate = plain_gate) -> Any:
     """Each episode's parameter gradient of its own loss: the gradients of
     :func:`per_episode_losses_and_gradients`."""
     return per_episode_losses_and_gradients(problem, params, initial_states, gate)[1]
 
 
-def per_episode_gradient_variance(problem: Problem, params: Any, initial_states: EnvState,
+def per_episode_gradient_variance(problem: Problem, params: Any, initial_states: State,
                                   gate: Gate = plain_gate) -> Array:
     """Variance across the batch's episodes of the per-episode gradients g_i, summed over parameters:
     the trace of their covariance, Σ_i ‖g_i − ḡ‖² / (n − 1) with the unbiased divisor n − 1 (n =
     batch size, at least 2). Scalar, in squared loss units per squared parameter unit."""
-    count = initial_states.physics.shape[0]
+    count = batch_size(initial_states)
     if count < 2:
         raise ValueError(f"initial_states must hold at least 2 episodes for a variance, got {count}")
     gradients = per_episode_gradients(problem, params, initial_states, gate)
     squares = [jnp.sum(jnp.square(leaf - jnp.mean(leaf, axis=0))) for leaf in jax.tree.leaves(gradients)]
     return sum(squares) / (count - 1)
+
+
+# -------------------------------------------------------------------------- locating a non-finite step
+
+def first_nonfinite_step(problem: Problem, params: Any, states: State) -> int | None:
+    """The first step t whose batch-mean loss or whose loss's parameter gradient is not finite, or None.
+
+    One forward rollout and the Jacobian of the per-step losses (num_steps backward sweeps): meant for
+    reporting a failure, not for every update."""
+    losses, jacobian = jax.jit(lambda p: (step_losses(problem, p, states),
+                                          jax.jacrev(lambda q: step_losses(problem, q, states))(p)))(params)
+    finite = jnp.isfinite(losses)
+    for leaf in jax.tree.leaves(jacobian):
+        finite = finite & jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
+    bad = [int(t) for t in jnp.flatnonzero(~finite)]
+    return bad[0] if bad else None

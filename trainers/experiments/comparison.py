@@ -25,13 +25,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from diffenvs.registry import canonical_name
+from diffenvs.registry import canonical_name, is_builtin
 from trainers import rundir
 from trainers.experiments.archive import export_runs
 from trainers.experiments.baseline import ALGOS, short_task_name, train_baseline
 from trainers.checks import check_finite_positive
 from trainers.experiments.plotting import RunRecord, csv_text, find_runs, plot_comparison, run_level, strategy_label, x_values
-from trainers.presets import COMPLEXITY_LEVELS, study_preset
+from trainers.plugins import add_import_flag, import_modules
+from trainers.presets import COMPLEXITY_LEVELS, study_preset, task_preset
 from trainers.strategies import parse_strategy, strategy_names
 from trainers.training import strategy_fields, train
 
@@ -50,7 +51,15 @@ LAST_EVALUATIONS = 50
 
 
 def parse_case(text: str) -> tuple[str, Any]:
-    """``"cartpole:4"`` -> ("CartPole", 4): the task and its complexity level (poles, rc or target)."""
+    """``"cartpole:4"`` -> ("CartPole", 4): the task and its complexity level (poles, rc or target); a task
+    outside the study (``"gymnax:Pendulum-v1"``, a registered name) -> (the name, None): no level."""
+    if not is_builtin(str(text).partition(":")[0]):
+        try:
+            name = canonical_name(str(text))
+        except ValueError as error:
+            raise ValueError(f"cases: {text!r}: {error}") from None
+        if not is_builtin(name):
+            return name, None
     task, separator, level_text = str(text).partition(":")
     try:
         name = canonical_name(task)
@@ -67,8 +76,11 @@ def parse_case(text: str) -> tuple[str, Any]:
 
 
 def run_name(task: str, level: Any, method: str, seed: int) -> str:
-    parameter = COMPLEXITY_LEVELS[canonical_name(task)][0]
     spelled = "".join(c if c.isalnum() or c in "._" else "-" for c in method)   # e.g. shac:horizon=16
+    if level is None:
+        safe_task = "".join(c if c.isalnum() or c in "._-" else "-" for c in task)
+        return f"{safe_task}-{spelled}-seed{seed}"
+    parameter = COMPLEXITY_LEVELS[canonical_name(task)][0]
     return f"{short_task_name(task)}-{parameter}{level}-{spelled}-seed{seed}"
 
 
@@ -109,7 +121,11 @@ def run_comparison(out: str | Path, *, cases: Sequence[str] = DEFAULT_CASES,
     out = Path(out)
     run_dirs = []
     for task, level in parsed:
-        parameter = COMPLEXITY_LEVELS[task][0]
+        if level is None and any(method in ALGOS for method in methods):
+            raise ValueError(f"methods: the RL methods {list(ALGOS)} train the study's tasks only, not {task!r}; "
+                             f"give gradient strategies")
+    for task, level in parsed:
+        parameter = COMPLEXITY_LEVELS[task][0] if level is not None else None
         for method in methods:
             run_dir = out / run_name(task, level, method, seed)
             run_dirs.append(run_dir)
@@ -122,8 +138,10 @@ def run_comparison(out: str | Path, *, cases: Sequence[str] = DEFAULT_CASES,
                                time_budget_seconds=budget_seconds, out=run_dir, overwrite=True, quiet=quiet,
                                **(baseline_options or {}).get(method, {}))
             else:
-                config = study_preset(task, level, **strategy_fields(method), clip=GRADIENT_CLIP, seed=seed,
-                                      epochs=MAX_EPOCHS, checkpoint_every=50)
+                fields = dict(**strategy_fields(method), clip=GRADIENT_CLIP, seed=seed, epochs=MAX_EPOCHS,
+                              checkpoint_every=50)
+                config = (study_preset(task, level, **fields) if level is not None
+                          else task_preset(task, **fields))
                 log(f"{run_dir.name}: {method} (clip {GRADIENT_CLIP}) for {minutes:g} min")
                 train(config, out=run_dir, minutes=minutes, quiet=quiet)
     return run_dirs
@@ -250,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-compare``."""
     from trainers.cli import HelpFormatter, _check_out_path, check_file_path, flag_message
 
+    import_modules(argv, "diffenvs-compare")
     parser = argparse.ArgumentParser(
         prog="diffenvs-compare",
         description="Run the RL comparison: for each case, the methods (by default brax PPO, SAC and APG and the "
@@ -259,7 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "draw the figure (test loss against wall time and environment steps).",
         formatter_class=HelpFormatter)
     parser.add_argument("out", type=Path, help="output root (one run directory per case and method)")
-    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="TASK:LEVEL cases")
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES),
+                        help="TASK:LEVEL cases of the study's tasks, or tasks outside the study (gymnax:ENV_ID, "
+                             "brax:NAME, a registered name; gradient strategies only, with the task's preset)")
+    add_import_flag(parser)
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                         help=f"among {(*ALGOS, *GRADIENT_STRATEGIES)} or any gradient strategy of "
                              f"{strategy_names()} (options as NAME:key=value,...)")

@@ -145,6 +145,8 @@ class _LazyFactory:
 
 def registration(name: str) -> Registration | None:
     """The registration of a user's environment ``name`` (entry points included), or None."""
+    if _builtin_name(name) is not None:
+        return None
     if name not in REGISTERED:
         _load_entry_points()
     return REGISTERED.get(name)

@@ -128,8 +128,8 @@ def _train_parser() -> argparse.ArgumentParser:
     method.add_argument("--clip-threshold", type=float, default=1.0, help="clipping threshold")
     data = parser.add_argument_group("data and schedule")
     data.add_argument("--epochs", type=int, default=None,
-                      help="epochs (default: 30 for the study's tasks, which run 1000 in the study, else the task's "
-                           "preset); a larger value on a finished run continues it")
+                      help="epochs (the study runs 1000; a task outside the study defaults to its preset's); a "
+                           "larger value on a finished run continues it (default: 30)")
     data.add_argument("--minutes", type=float, default=None,
                       help="wall-time budget: stop after the first epoch at which the run's training time "
                            "(summed epoch times, compilation excluded, across resumes) reaches it, or at "

@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 from diffenvs.core import ControlEnv
+from diffenvs.registry import registration
 from trainers import rundir
 from trainers.config import CLIP_MODES, OPTIMIZERS, TrainConfig
 from trainers.networks import Controller
@@ -287,7 +288,7 @@ class Program:
     executables: dict
 
 
-_PROGRAMS: dict[tuple[str, int], Program] = {}
+_PROGRAMS: dict[tuple[str, int, int | None], Program] = {}
 
 
 def precision_scope(precision: str):
@@ -301,7 +302,8 @@ def program_for(config: TrainConfig, fields: int, controller: Controller | None 
     Strategy object is given). ``optimizer`` (any optax transformation) replaces the named optimizer
     and the clipping."""
     shareable = controller is None and optimizer is None and isinstance(config.strategy, str)
-    cache_key = (group_key(config, split_combined=False), fields)
+    registered = registration(config.task)            # a registered task: its factory is part of the key
+    cache_key = (group_key(config, split_combined=False), fields, id(registered.factory) if registered else None)
     if shareable and cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
     problem = config.make_problem(controller)

@@ -221,15 +221,46 @@ def per_episode_gradient_variance(problem: Problem, params: Any, initial_states:
 
 # -------------------------------------------------------------------------- locating a non-finite step
 
-def first_nonfinite_step(problem: Problem, params: Any, states: State) -> int | None:
-    """The first step t whose batch-mean loss or whose loss's parameter gradient is not finite, or None.
+def _loss_of_first_steps(problem: Problem, params: Any, states: State, horizon: Array) -> Array:
+    """The batch loss of the first ``horizon`` steps (a traced integer) of a full-length rollout whose later
+    steps are cut from the backward pass: their state and parameters enter through ``stop_gradient`` and
+    their losses count 0, so a non-finite derivative there does not reach the gradient."""
+    def body(current: State, t: Array) -> tuple[State, Array]:
+        cut = t >= horizon
+        current = jax.tree.map(lambda x: jnp.where(cut, jax.lax.stop_gradient(x), x), current)
+        step_params = jax.tree.map(lambda x: jnp.where(cut, jax.lax.stop_gradient(x), x), params)
+        next_states, loss = problem.simulate(current, problem.control(step_params, current))
+        return next_states, jnp.where(cut, jnp.zeros_like(loss), loss)
 
-    One forward rollout and the Jacobian of the per-step losses (num_steps backward sweeps): meant for
-    reporting a failure, not for every update."""
-    losses, jacobian = jax.jit(lambda p: (step_losses(problem, p, states),
-                                          jax.jacrev(lambda q: step_losses(problem, q, states))(p)))(params)
-    finite = jnp.isfinite(losses)
-    for leaf in jax.tree.leaves(jacobian):
-        finite = finite & jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
-    bad = [int(t) for t in jnp.flatnonzero(~finite)]
-    return bad[0] if bad else None
+    _, losses = jax.lax.scan(body, states, jnp.arange(problem.num_steps))
+    return jnp.sum(losses)
+
+
+def first_nonfinite_step(problem: Problem, params: Any, states: State) -> int | None:
+    """The first step t whose batch-mean loss is not finite, or at which the parameter gradient of the loss
+    of the steps 0..t stops being finite; None when every step's loss and the whole gradient are finite.
+
+    The gradient's step is found by bisection over the horizon (about log2(num_steps) backward passes of
+    one compiled program): meant for reporting a failure, not for every update."""
+    losses = jax.jit(lambda p: step_losses(problem, p, states))(params)
+    bad = [int(t) for t in jnp.flatnonzero(~jnp.isfinite(losses))]
+    first_loss = bad[0] if bad else None
+
+    @jax.jit
+    def finite_gradient(horizon: Array) -> Array:
+        gradient = jax.grad(lambda p: _loss_of_first_steps(problem, p, states, horizon))(params)
+        return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(gradient)]))
+
+    steps = problem.num_steps
+    first_gradient = None
+    if not bool(finite_gradient(jnp.asarray(steps))):
+        low, high = 0, steps                  # finite with `low` steps, non-finite with `high`
+        while high - low > 1:
+            middle = (low + high) // 2
+            if bool(finite_gradient(jnp.asarray(middle))):
+                low = middle
+            else:
+                high = middle
+        first_gradient = high - 1
+    found = [step for step in (first_loss, first_gradient) if step is not None]
+    return min(found) if found else None

@@ -264,3 +264,43 @@ def test_entry_points_register_environments_and_strategies_for_the_command_line(
     assert json.loads((out / "config.json").read_text())["env_params"] == {"num_steps": 4}
     header, row = (out / "metrics.csv").read_text().splitlines()[:3:2]
     assert "scaled" in header.split(",") and row.split(",")[header.split(",").index("scaled")] == "2.0"
+
+
+PLUGIN_MODULE = '''
+import diffenvs
+from trainers import TaskPreset, add_task_preset
+from test_protocol_env_cli import Drifter
+
+diffenvs.register("drifter-cli", Drifter)
+add_task_preset("drifter-cli", TaskPreset(horizon=4, batch_size=4, num_train=8, num_test=4, epochs=2), replace=True)
+'''
+
+
+def test_sweep_diagnose_and_compare_reach_a_registered_task_through_import(monkeypatch, tmp_path, capsys):
+    from trainers.cli import sweep_main
+    from trainers.experiments.comparison import main as compare_main
+    from trainers.experiments.diagnostics import main as diagnose_main
+    from trainers.presets import TASK_PRESETS
+    (tmp_path / "test_protocol_env_cli.py").write_text(Path(__file__).read_text())
+    (tmp_path / "drifter_plugin.py").write_text(PLUGIN_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "REGISTERED", {})
+    monkeypatch.delitem(TASK_PRESETS, "drifter-cli", raising=False)
+    assert sweep_main([str(tmp_path / "sweep"), "--import", "drifter_plugin", "--tasks", "drifter-cli",
+                       "--strategies", "bptt", "combined", "--clips", "none", "--quiet"]) == 0
+    runs = sorted(path.name for path in (tmp_path / "sweep").iterdir())
+    assert len(runs) == 2 and all(name.startswith("drifter-cli-") for name in runs)
+    config = json.loads((tmp_path / "sweep" / runs[0] / "config.json").read_text())
+    assert config["env_params"] == {"num_steps": 4} and config["num_train"] == 8 and config["epochs"] == 2
+    assert diagnose_main(["--import", "drifter_plugin", "--tasks", "drifter-cli", "--states", "4", "--horizons", "2",
+                          "--out", str(tmp_path / "diagnose")]) == 0
+    assert "drifter-cli" in (tmp_path / "diagnose" / "diagnostics.md").read_text()
+    assert compare_main([str(tmp_path / "compare"), "--import", "drifter_plugin", "--cases", "drifter-cli",
+                         "--methods", "bptt", "--minutes", "0.02", "--quiet"]) == 0
+    assert (tmp_path / "compare" / "drifter-cli-bptt-seed0" / "metrics.csv").exists()
+    with pytest.raises(SystemExit):
+        compare_main([str(tmp_path / "compare"), "--cases", "drifter-cli", "--methods", "ppo"])
+    assert "RL methods" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep_main([str(tmp_path / "sweep"), "--import", "no_such_module_here", "--tasks", "drifter-cli"])
+    assert "--import: cannot import module 'no_such_module_here'" in capsys.readouterr().err

@@ -25,7 +25,9 @@ batches. ``cosine`` is a column of every run (NaN unless the strategy reports it
 A named strategy with parameters is a *factory* registered with :func:`register`: ``get_strategy``
 and the spellings of the command line (``NAME``, ``NAME:VALUE``, ``NAME:key=value,key=value``, see
 :func:`parse_strategy`) then reach it in ``train``, ``diffenvs-train``, ``diffenvs-sweep`` and
-``diffenvs-compare``.
+``diffenvs-compare``. The command line reaches a strategy registered in a module with ``--import
+MODULE``, and an installed package's strategies through the entry-point group ``diffenvs.strategies``
+(:data:`ENTRY_POINT_GROUP`, loaded on the first look-up of an unknown name).
 """
 
 from __future__ import annotations

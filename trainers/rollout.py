@@ -27,7 +27,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 from diffenvs.core import ControlEnv
 from trainers.networks import Controller
@@ -75,14 +74,6 @@ def split_float_leaves(state: State) -> tuple[list[Array], Callable[[list[Array]
         return treedef.unflatten([next(replacement) if is_float(leaf) else leaf for leaf in leaves])
 
     return floats, rebuild
-
-
-def flat_float_state(state: State) -> tuple[Array, Callable[[Array], State]]:
-    """(one vector of the floating-point leaves of an unbatched state (``ravel_pytree``), ``unflatten(vector)
-    -> state`` with the other leaves as they are): what Jacobian-based diagnostics act on."""
-    floats, rebuild = split_float_leaves(state)
-    vector, unravel = ravel_pytree(floats)
-    return vector, lambda flat: rebuild(unravel(flat))
 
 
 def terminates_early(env: Any) -> bool:

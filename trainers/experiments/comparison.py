@@ -156,8 +156,8 @@ def _loss_at(positions: np.ndarray, losses: np.ndarray, limit: float) -> float:
 def _sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows by task, level and method (RL methods first, in :data:`DEFAULT_METHODS` order)."""
     order = {method: index for index, method in enumerate(DEFAULT_METHODS)}
-    return sorted(rows, key=lambda row: (row["task"], float(row["level"]), order.get(row["method"], 99),
-                                         row["method"]))
+    return sorted(rows, key=lambda row: (row["task"], -math.inf if row["level"] is None else float(row["level"]),
+                                         order.get(row["method"], 99), row["method"]))
 
 
 def _identity(record: RunRecord) -> dict[str, Any]:

@@ -222,7 +222,7 @@ def test_command_writes_table_figure_and_csv(tmp_path, capsys):
     (["--states", "1"], "--states must be an integer in 2..256, got 1"),
     (["--tasks", "cartpole", "--levels", "7"], "level must be one of (1, 2, 3, 4) (num_poles) for CartPole, got 7"),
     (["--tasks", "cartpole", "guidance", "--levels", "2"], "--levels: with several tasks"),
-    (["--tasks", "pendulum"], "argument --tasks: invalid choice: 'pendulum'"),
+    (["--tasks", "pendulum"], "--tasks: name must be one of ['cartpole', 'guidance', 'quantum']"),
     (["--horizons", "0"], "--horizons must be an integer >= 1, got 0"),
 ])
 def test_command_refuses_bad_flags_in_one_line(argv, message, capsys):

@@ -499,7 +499,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from trainers.cli import parse_env_params
             from trainers.presets import study_preset, task_preset  # here: trainers.training may import this module
             for task in tasks:
-                canonical_name(task)
+                try:
+                    canonical_name(task)
+                except ValueError as error:
+                    raise ValueError(f"--tasks: {error}") from None
             study_tasks = [task for task in tasks if is_builtin(task)]
             levels = _parse_levels(args.levels, study_tasks) if study_tasks else {}
             if args.levels and len(study_tasks) < len(tasks) and not any("=" in item for item in args.levels):

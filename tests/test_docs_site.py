@@ -6,8 +6,10 @@ One build (a few seconds) into a temporary directory; the checks below read the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +70,72 @@ def test_the_readme_links_to_files_of_this_repository():
     assert relative, "the README links to the documentation pages"
     missing = [target for target in relative if not (ROOT / target).is_file()]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+def _formulas(html: str) -> list[tuple[str, bool]]:
+    """(TeX, display) of every math element that pymdownx.arithmatex emitted into a built page."""
+    import html as html_module
+    found = []
+    for tag, body in re.findall(r'<(span|div) class="arithmatex">(.*?)</\1>', html, re.DOTALL):
+        text = html_module.unescape(body).strip()
+        match = re.fullmatch(r"\\\((.*)\\\)|\\\[(.*)\\\]", text, re.DOTALL)
+        assert match, f"arithmatex emitted {text[:80]!r} without \\( \\) or \\[ \\] delimiters"
+        found.append((match.group(1) if match.group(1) is not None else match.group(2), tag == "div"))
+    return found
+
+
+def test_the_site_loads_nothing_from_another_host(site: Path):
+    """Scripts, styles, fonts and icons come with the site: it reads offline."""
+    external = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
+    for page in site.rglob("*.html"):
+        html = page.read_text()
+        for tag in re.findall(r"<script\b[^>]*>|<link\b[^>]*>|<img\b[^>]*>|<source\b[^>]*>", html):
+            rel = re.search(r'\brel="([^"]*)"', tag)
+            if tag.startswith("<link") and rel and rel.group(1) not in ("stylesheet", "preload", "icon", "modulepreload"):
+                continue                                # canonical, prev/next: links, not loads
+            for url in re.findall(r'\b(?:src|href)="([^"]*)"', tag):
+                assert not external.match(url), f"{page.relative_to(site)} loads {url}"
+        assert not re.search(r"@import\s+url\(\s*[\"']?(?:https?:)?//", html), page
+    for stylesheet in ("javascripts/katex/katex.min.css", "stylesheets/extra.css"):
+        css = (site / stylesheet).read_text()
+        assert not re.search(r"url\(\s*[\"']?(?:https?:)?//", css), stylesheet
+        for font in re.findall(r"url\(([^)]+)\)", css):
+            assert (site / stylesheet).parent.joinpath(font.strip("\"'")).is_file(), f"{stylesheet}: {font}"
+    for script in ("javascripts/katex/katex.min.js", "javascripts/katex/auto-render.min.js", "javascripts/katex.js"):
+        assert (site / script).is_file(), script
+    index = (site / "index.html").read_text()
+    assert 'src="javascripts/katex/katex.min.js"' in index and "javascripts/katex/katex.min.css" in index
+
+
+def test_the_formulas_of_environments_and_diagnostics_are_tex(site: Path):
+    for page, minimum in (("environments", 40), ("diagnostics", 40), ("physics", 20)):
+        formulas = _formulas((site / page / "index.html").read_text())
+        assert len(formulas) >= minimum, (page, len(formulas))
+    environments = (ROOT / "docs/environments.md").read_text()
+    diagnostics = (ROOT / "docs/diagnostics.md").read_text()
+    for ascii_formula in ("mean_k cos θ_k", "|⟨φ_n, ψ", "e^{iφ_1}", "−∂²/∂x²", "mean p_e²"):
+        assert ascii_formula not in environments, ascii_formula
+    for ascii_formula in ("‖∇θ L_H‖", "x_{t+1} = S(x_t, N(x_t; θ))", "spread/√8", "(1/T) log ‖J", "Σ_i ‖g_i"):
+        assert ascii_formula not in diagnostics, ascii_formula
+
+
+def test_katex_renders_every_formula_of_the_site(site: Path, tmp_path: Path):
+    """Every formula parses with the KaTeX the site ships (a TeX error would show as red source)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the formulas are checked by KaTeX in node where it is")
+    formulas = sorted({formula for page in site.rglob("*.html") for formula in _formulas(page.read_text())})
+    assert len(formulas) > 100
+    (tmp_path / "formulas.json").write_text(json.dumps(formulas))
+    script = (
+        "const katex = require(process.argv[1]); const fs = require('fs');"
+        "const failed = [];"
+        "for (const [tex, display] of JSON.parse(fs.readFileSync(process.argv[2], 'utf8'))) {"
+        "  try { katex.renderToString(tex, {displayMode: display, throwOnError: true}); }"
+        "  catch (error) { failed.push(tex + ' -> ' + error.message); } }"
+        "console.log(JSON.stringify(failed));")
+    completed = subprocess.run([node, "-e", script, str(site / "javascripts/katex/katex.min.js"),
+                                str(tmp_path / "formulas.json")], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    failed = json.loads(completed.stdout)
+    assert not failed, "KaTeX cannot render:\n" + "\n".join(failed[:20])

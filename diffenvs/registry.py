@@ -42,7 +42,25 @@ def canonical_name(name: str) -> str:
 
 
 def make(name: str, **params: Any) -> FunctionalEnv:
-    """The functional environment ``name`` with parameters ``params`` (see its params dataclass).
+    """The functional environment ``name`` with parameters ``params``.
+
+    Args:
+        name: a canonical name (``"CartPole"``, ``"GuidanceByRepulsion"``, ``"QuantumControl"``), a
+            short alias (``"cartpole"``, ``"guidance"``, ``"quantum"``) or a Gymnasium id
+            (``"diffenvs/CartPole-v0"``).
+        **params: fields of the environment's parameter dataclass (:class:`~diffenvs.cartpole.CartPoleParams`,
+            :class:`~diffenvs.guidance.GuidanceParams`, :class:`~diffenvs.quantum.QuantumParams`), e.g.
+            ``num_poles=2``; the others keep the study's values.
+
+    Returns:
+        The environment, a :class:`~diffenvs.core.FunctionalEnv`: pure functions of the state, the
+            action and (optionally) the differentiable parameters, usable under ``jax.jit``, ``jax.vmap``
+            and ``jax.grad``.
+
+    Raises:
+        ValueError: ``name`` is none of the three tasks (the message names them and the closest
+            match), a parameter is not a field of the task's parameters (the message lists the allowed
+            ones), or a parameter's value is out of range.
 
     Examples:
         >>> env = make("CartPole", num_poles=2)

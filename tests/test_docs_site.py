@@ -139,3 +139,67 @@ def test_katex_renders_every_formula_of_the_site(site: Path, tmp_path: Path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     failed = json.loads(completed.stdout)
     assert not failed, "KaTeX cannot render:\n" + "\n".join(failed[:20])
+
+
+def _documented_objects() -> list[tuple[str, str, str]]:
+    """(page, module, name) of every object that a ``:::`` block of the API pages renders: the block's
+    object itself, or each of its ``members``."""
+    import importlib
+    documented = []
+    for page in sorted((ROOT / "docs/api").glob("*.md")):
+        text = page.read_text()
+        for match in re.finditer(r"^::: ([\w.]+)\n((?:[ \t]+.*\n?)*)", text, re.MULTILINE):
+            path, options = match.group(1), match.group(2)
+            members = re.search(r"members:\s*\[([^\]]*)\]", options)
+            try:
+                importlib.import_module(path)
+                is_module = True
+            except ImportError:
+                is_module = False
+            if is_module and members:
+                documented += [(page.stem, path, name.strip()) for name in members.group(1).split(",")]
+            elif not is_module:
+                module, _, name = path.rpartition(".")
+                documented.append((page.stem, module, name))
+    return documented
+
+
+@pytest.mark.parametrize("package", ["diffenvs", "trainers", "trainers.strategies"])
+def test_every_exported_name_is_in_the_api_reference(site: Path, package: str):
+    """Each name of a package's ``__all__`` is rendered (with its docstring) on an API page."""
+    import importlib
+    exported = importlib.import_module(package)
+    documented = _documented_objects()
+    missing, unrendered = [], []
+    for name in exported.__all__:
+        value = getattr(exported, name)
+        places = [(page, module, member) for page, module, member in documented
+                  if member == name and getattr(importlib.import_module(module), member, None) is value]
+        if not places:
+            missing.append(name)
+            continue
+        page, module, member = places[0]
+        if f'id="{module}.{member}"' not in (site / "api" / page / "index.html").read_text():
+            unrendered.append(f"{module}.{member}")
+    assert not missing, f"{package} exports names that docs/api/*.md does not document: {missing}"
+    assert not unrendered, f"listed in docs/api/*.md but not rendered (no docstring?): {unrendered}"
+
+
+def test_the_main_entry_points_document_their_arguments_as_tables(site: Path):
+    """Google-style Args/Returns/Raises (and a dataclass's Attributes) render as tables."""
+    pages = {"diffenvs": (site / "api/diffenvs/index.html").read_text(),
+             "trainers": (site / "api/trainers/index.html").read_text()}
+    for page, anchor, sections in (
+            ("diffenvs", "diffenvs.registry.make", ("Parameters", "Returns", "Raises")),
+            ("trainers", "trainers.training.train", ("Parameters", "Returns", "Raises")),
+            ("trainers", "trainers.presets.study_preset", ("Parameters", "Returns", "Raises")),
+            ("trainers", "trainers.experiments.sweep.run_sweep", ("Parameters", "Returns", "Raises")),
+            ("trainers", "trainers.config.TrainConfig", ("Attributes",)),
+            ("trainers", "trainers.strategies.base.Strategy", ("Attributes",))):
+        html = pages[page]
+        start = html.index(f'id="{anchor}"')
+        following = re.search(r'<h[1-6] id="(?!' + re.escape(anchor) + r'\.)', html[start + 10:])
+        body = html[start:start + 10 + following.start()] if following else html[start:]
+        for section in sections:
+            assert re.search(rf"<span class=\"doc-section-title\">{section}:</span>\s*</p>\s*<table>", body), \
+                (anchor, section)

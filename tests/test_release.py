@@ -62,3 +62,14 @@ def test_a_run_recorded_by_an_older_version_resumes(tmp_path):
     # any other difference still refuses
     with pytest.raises(ValueError, match=r"differs in \['seed'\]"):
         train(TrainConfig(**{**tiny, "seed": 1}), out=tmp_path, quiet=True)
+
+
+def test_the_docs_requirements_are_the_docs_extra():
+    """docs/requirements.txt (the site's tools alone) and the ``docs`` extra name the same packages."""
+    import tomllib
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    lines = (ROOT / "docs/requirements.txt").read_text().splitlines()
+    requirements = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert sorted(requirements) == sorted(extras["docs"])
+    assert not any(name.split("[")[0].split(">")[0] in ("diffenvs", "jax", "brax") for name in requirements)
+    assert "diffenvs[docs,gymnax,stats,media]" in extras["dev"] and any(r.startswith("build") for r in extras["dev"])

@@ -31,6 +31,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site_dir
 
 
+@pytest.mark.slow
 def test_every_nav_page_is_built(site: Path):
     for page in ("index.html", "environments/index.html", "physics/index.html", "trainers/index.html",
                  "results/index.html", "rl-comparison/index.html", "performance/index.html",
@@ -38,6 +39,7 @@ def test_every_nav_page_is_built(site: Path):
         assert (site / page).is_file(), page
 
 
+@pytest.mark.slow
 def test_the_api_reference_is_generated_from_the_docstrings(site: Path):
     diffenvs_page = (site / "api/diffenvs/index.html").read_text()
     trainers_page = (site / "api/trainers/index.html").read_text()
@@ -54,6 +56,7 @@ def test_the_api_reference_is_generated_from_the_docstrings(site: Path):
         assert not re.search(r":(class|func|meth|mod|data):<code>", page)
 
 
+@pytest.mark.slow
 def test_math_and_figures_are_in_the_pages(site: Path):
     physics = (site / "physics/index.html").read_text()
     assert physics.count('class="arithmatex"') > 20
@@ -84,6 +87,7 @@ def _formulas(html: str) -> list[tuple[str, bool]]:
     return found
 
 
+@pytest.mark.slow
 def test_the_site_loads_nothing_from_another_host(site: Path):
     """Scripts, styles, fonts and icons come with the site: it reads offline."""
     external = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
@@ -107,6 +111,7 @@ def test_the_site_loads_nothing_from_another_host(site: Path):
     assert 'src="javascripts/katex/katex.min.js"' in index and "javascripts/katex/katex.min.css" in index
 
 
+@pytest.mark.slow
 def test_the_formulas_of_environments_and_diagnostics_are_tex(site: Path):
     for page, minimum in (("environments", 40), ("diagnostics", 40), ("physics", 20)):
         formulas = _formulas((site / page / "index.html").read_text())
@@ -119,6 +124,7 @@ def test_the_formulas_of_environments_and_diagnostics_are_tex(site: Path):
         assert ascii_formula not in diagnostics, ascii_formula
 
 
+@pytest.mark.slow
 def test_katex_renders_every_formula_of_the_site(site: Path, tmp_path: Path):
     """Every formula parses with the KaTeX the site ships (a TeX error would show as red source)."""
     node = shutil.which("node")
@@ -164,6 +170,7 @@ def _documented_objects() -> list[tuple[str, str, str]]:
     return documented
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("package", ["diffenvs", "trainers", "trainers.strategies"])
 def test_every_exported_name_is_in_the_api_reference(site: Path, package: str):
     """Each name of a package's ``__all__`` is rendered (with its docstring) on an API page."""
@@ -185,6 +192,7 @@ def test_every_exported_name_is_in_the_api_reference(site: Path, package: str):
     assert not unrendered, f"listed in docs/api/*.md but not rendered (no docstring?): {unrendered}"
 
 
+@pytest.mark.slow
 def test_the_main_entry_points_document_their_arguments_as_tables(site: Path):
     """Google-style Args/Returns/Raises (and a dataclass's Attributes) render as tables."""
     pages = {"diffenvs": (site / "api/diffenvs/index.html").read_text(),

@@ -825,6 +825,7 @@ def test_vector_render_without_mode_returns_none():
         assert envs.render() is None
 
 
+@pytest.mark.slow
 @name_param
 def test_vector_matches_sync_vector_env_of_single_envs(name):
     """Our vectorised env and Gymnasium's SyncVectorEnv of our single envs agree from the same start

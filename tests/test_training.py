@@ -120,6 +120,7 @@ def test_a_wall_time_budget_stops_with_a_checkpoint_and_the_run_continues_exactl
             train(config, quiet=True, minutes=minutes)
 
 
+@pytest.mark.slow
 def test_a_cut_short_metrics_line_is_dropped_on_resume(tmp_path):
     config = TrainConfig(**TINY)
     reference = train(config, out=tmp_path / "reference", quiet=True)

@@ -8,8 +8,9 @@ Examples:
     >>> env = diffenvs.make("CartPole", num_poles=2)
     >>> state = env.initial(jax.random.PRNGKey(0))
 
-``brax_env`` and ``BraxEnv`` (the brax adapter, :mod:`diffenvs.brax_adapter`) are imported lazily on
-first access: importing brax is slow.
+``brax_env`` and ``BraxEnv`` (the brax adapter, :mod:`diffenvs.brax_adapter`) and ``gymnax_env`` and
+``GymnaxEnv`` (the gymnax adapter, :mod:`diffenvs.gymnax_adapter`) are imported lazily on first access:
+importing brax or gymnax is slow, and gymnax is optional (``pip install "diffenvs[gymnax]"``).
 """
 
 from typing import Any
@@ -28,14 +29,15 @@ __version__ = "0.2.0"     # the one place of the version: pyproject.toml reads i
 __all__ = [
     "CartPole", "CartPoleParams", "EnvState", "FunctionalEnv", "GuidanceByRepulsion", "GuidanceParams",
     "QuantumControl", "QuantumParams", "ENVIRONMENTS", "GYM_IDS", "make", "GymEnv", "GymVectorEnv",
-    "register_environments", "brax_env", "BraxEnv",
+    "register_environments", "brax_env", "BraxEnv", "gymnax_env", "GymnaxEnv",
 ]
 
-_LAZY = {"brax_env": "diffenvs.brax_adapter", "BraxEnv": "diffenvs.brax_adapter"}
+_LAZY = {"brax_env": "diffenvs.brax_adapter", "BraxEnv": "diffenvs.brax_adapter",
+         "gymnax_env": "diffenvs.gymnax_adapter", "GymnaxEnv": "diffenvs.gymnax_adapter"}
 
 
 def __getattr__(name: str) -> Any:
-    """Import the brax adapter on first access of ``brax_env`` or ``BraxEnv``."""
+    """Import the brax or gymnax adapter on first access of one of its names."""
     if name in _LAZY:
         import importlib
         value = getattr(importlib.import_module(_LAZY[name]), name)

@@ -28,7 +28,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 _HARMLESS_IMPORT_NOTICES = ("Failed to import warp:", "Failed to import mujoco_warp:")
 
@@ -57,26 +56,10 @@ import_brax_quietly()
 
 from brax.envs.base import Env, State  # noqa: E402
 
+from diffenvs.action_scale import (  # noqa: E402,F401  (DEFAULT_ACTION_SCALE, check_action_scale: re-exported)
+    DEFAULT_ACTION_SCALE, adapted_environment, check_action_scale, scaled_control,
+)
 from diffenvs.core import EnvState, FunctionalEnv  # noqa: E402
-from diffenvs.registry import canonical_name, make  # noqa: E402
-
-DEFAULT_ACTION_SCALE: dict[str, float] = {"CartPole": 40.0, "GuidanceByRepulsion": 10.0, "QuantumControl": 10.0}
-"""Control magnitude that an action of 1 means, per environment: large enough for the controls that the
-trainers' ``combined`` strategy learns (largest |control| on test states after the default short runs:
-cart-pole 39 N, guidance 6.8, quantum 9.5; see docs/rl-comparison.md)."""
-
-
-def check_action_scale(action_scale: Any) -> float:
-    """``action_scale`` as a float, or ValueError unless it is a finite real number > 0."""
-    if isinstance(action_scale, (bool, np.bool_)) or not isinstance(action_scale, (int, float, np.integer,
-                                                                                     np.floating)):
-        raise ValueError(f"action_scale must be a finite number > 0 (or None for the default), "
-                         f"got {action_scale!r}")
-    value = float(action_scale)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"action_scale must be a finite number > 0 (or None for the default), "
-                         f"got {action_scale!r}")
-    return value
 
 
 class BraxEnv(Env):
@@ -89,18 +72,7 @@ class BraxEnv(Env):
 
     def __init__(self, env: str | FunctionalEnv = "CartPole", *, action_scale: float | None = None,
                  **params: Any):
-        if isinstance(env, FunctionalEnv):
-            if params:
-                raise ValueError(f"params {sorted(params)} apply only to an environment given by name; "
-                                 f"pass them to the FunctionalEnv instead")
-            self.functional_env = env
-        elif isinstance(env, str):
-            self.functional_env = make(env, **params)
-        else:
-            raise ValueError(f"env must be an environment name or a FunctionalEnv, got {env!r}")
-        self.name = canonical_name(self.functional_env.name)
-        self.action_scale = (DEFAULT_ACTION_SCALE[self.name] if action_scale is None
-                             else check_action_scale(action_scale))
+        self.functional_env, self.name, self.action_scale = adapted_environment(env, action_scale, params)
         self._action_shape = tuple(self.functional_env.action_shape())
         self._observation_size = math.prod(self.functional_env.physics_shape())
 
@@ -119,7 +91,7 @@ class BraxEnv(Env):
         """The physical control for a flat action: ``action_scale * clip(action, -1, 1)``, reshaped."""
         if tuple(jnp.shape(action)) != (self.action_size,):
             raise ValueError(f"action must have shape ({self.action_size},), got shape {jnp.shape(action)}")
-        return self.action_scale * jnp.clip(action, -1.0, 1.0).reshape(self._action_shape)
+        return scaled_control(action, self.action_scale, self._action_shape)
 
     def reset_to(self, env_state: EnvState) -> State:
         """The brax state at the given functional state (e.g. a fixed initial state)."""

@@ -24,6 +24,12 @@ def x64() -> Iterator[None]:
     yield from _with_jax_setting("jax_enable_x64", True)
 
 
+@pytest.fixture(scope="module")
+def x64_module() -> Iterator[None]:
+    """float64 for a whole module (for module-scoped fixtures that compile once in float64)."""
+    yield from _with_jax_setting("jax_enable_x64", True)
+
+
 @pytest.fixture
 def x32() -> Iterator[None]:
     """Run the test in JAX's default float32 mode, whatever the session's setting."""

@@ -9,7 +9,9 @@ import pytest
 from trainers import rundir
 from trainers.experiments.baseline import _parser as baseline_parser
 from trainers.experiments.baseline import main as baseline_main
-from trainers.cli import _train_parser, default_run_dir, plot_main, sweep_main, train_main
+from trainers.cli import _train_parser, default_run_dir, eval_main, plot_main, runs_main, sweep_main, train_main
+from trainers.experiments.diagnostics import main as diagnose_main
+from trainers.experiments.rl_study import main as rl_study_main
 from trainers.experiments.comparison import main as compare_main
 from trainers.experiments.sweep import _parser as sweep_parser
 from trainers.training import TrainConfig
@@ -17,7 +19,6 @@ from trainers.training import TrainConfig
 pytestmark = pytest.mark.usefixtures("fast_compilation")  # compilation dominates the training here
 
 TINY = ["--epochs", "1", "--train-size", "8", "--test-size", "8", "--quiet", "--no-plot"]
-TINY_NAME = "seed0-train8-test8"
 
 
 def _error_line(capsys, function, argv) -> str:
@@ -37,11 +38,12 @@ def _error_line(capsys, function, argv) -> str:
 def test_default_run_directories_name_the_level_and_never_collide(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert train_main(["--strategy", "bptt", *TINY]) == 0
-    first = tmp_path / "runs" / f"cartpole-poles1-bptt-none-{TINY_NAME}"
+    first = tmp_path / default_run_dir(TrainConfig(task="CartPole", strategy="bptt", num_train=8, num_test=8))
     assert rundir.read_config(first)["env_params"] == {"num_poles": 1}
     # the README's next step: another level is another run, not a clash with the first
     assert train_main(["--poles", "2", "--strategy", "bptt", *TINY]) == 0
-    second = tmp_path / "runs" / f"cartpole-poles2-bptt-none-{TINY_NAME}"
+    second = tmp_path / default_run_dir(TrainConfig(task="CartPole", env_params={"num_poles": 2}, strategy="bptt",
+                                                    num_train=8, num_test=8))
     assert rundir.read_config(second)["env_params"] == {"num_poles": 2}
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == sorted([first.name, second.name])
     # the default level given explicitly is the same run (finished: nothing trains)
@@ -56,16 +58,12 @@ def test_run_names_carry_every_non_default_option_but_epochs():
 
     assert name() == "cartpole-poles1-combined-none-seed0"
     assert name(epochs=30) == name(epochs=1000) == name()
-    assert name(learning_rate=3e-4) == "cartpole-poles1-combined-none-seed0-lr0.0003"
-    assert name(env_params={"num_poles": 2, "loss_mode": "continuous"}, clip="norm", seed=3, batch_size=4) == \
-        "cartpole-poles2-combined-norm-seed3-loss-continuous-batch4"
-    assert name(strategy="truncated", truncate_every=10) == "cartpole-poles1-truncated10-none-seed0"
-    assert name(strategy="es", es_population=64, es_noise=0.05) == "cartpole-poles1-es64-none-seed0-noise0.05"
-    assert name(optimizer="sgd", checkpoint_every=5) == "cartpole-poles1-combined-none-seed0-optimizer-sgd-checkpoint5"
-    guidance = default_run_dir(TrainConfig(task="GuidanceByRepulsion", env_params={"num_drivers": 3})).name
-    assert guidance == "guidance-rc0.01-combined-none-seed0-drivers3"
-    quantum = default_run_dir(TrainConfig(task="QuantumControl", env_params={"target_state": 4})).name
-    assert quantum == "quantum-target4-combined-none-seed0"
+    others = [name(learning_rate=3e-4), name(env_params={"loss_mode": "continuous"}, batch_size=4),
+              name(optimizer="sgd", checkpoint_every=5), name(strategy="es", es_population=64, es_noise=0.05)]
+    assert [other.rsplit("-", 1)[0] for other in others] == ["cartpole-poles1-combined-none-seed0"] * 3 + \
+        ["cartpole-poles1-es64-none-seed0"]
+    assert all(re.fullmatch("[0-9a-f]{8}", other.rsplit("-", 1)[1]) for other in others) and len(set(others)) == 4
+    assert name(env_params={"num_poles": 2}, clip="norm", seed=3) == "cartpole-poles2-combined-norm-seed3"
 
 
 @pytest.mark.slow
@@ -111,7 +109,7 @@ def test_out_errors_name_the_flag_without_a_traceback(tmp_path, capsys):
     assert train_main(["--strategy", "bptt", "--out", str(out), *TINY]) == 0
     message = _error_line(capsys, train_main, ["--poles", "2", "--strategy", "bptt", "--out", str(out), *TINY])
     assert message == (f"--out: {out} holds a run with a different configuration (differs in ['env_params']); "
-                       f"choose another --out or pass --overwrite")
+                       f"choose another --out or pass --overwrite (see diffenvs-train --help)")
     assert "overwrite=True" not in message
     (out / rundir.CHECKPOINT_FILE).write_bytes(b"garbage")
     message = _error_line(capsys, train_main, ["--strategy", "bptt", "--out", str(out), *TINY])
@@ -185,6 +183,28 @@ def test_plot_compare_baseline_and_sweep_errors_are_one_line_naming_the_flag(tmp
     assert not (tmp_path / "c").exists() and not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("function, argv, prog, message", [
+    (train_main, ["--epochs", "many"], "diffenvs-train", "argument --epochs: invalid int value: 'many'"),
+    (train_main, ["--lr", "-1"], "diffenvs-train", "--lr must be a finite number > 0, got -1.0"),
+    (plot_main, [], "diffenvs-plot", "the following arguments are required: runs"),
+    (sweep_main, ["out", "--seeds", "zero"], "diffenvs-sweep", "argument --seeds: invalid int value: 'zero'"),
+    (baseline_main, ["cartpole", "--algo", "dqn"], "diffenvs-baseline", "argument --algo: invalid choice: 'dqn'"),
+    (compare_main, ["out", "--minutes", "soon"], "diffenvs-compare", "argument --minutes: invalid float value"),
+    (diagnose_main, ["--no-such-flag"], "diffenvs-diagnose", "unrecognized arguments: --no-such-flag"),
+    (runs_main, ["--seed", "x"], "diffenvs-runs", "argument --seed: invalid int value: 'x'"),
+    (eval_main, ["run", "--episodes", "x"], "diffenvs-eval", "argument --episodes: invalid int value: 'x'"),
+    (rl_study_main, ["plan", "--cases", "nope"], "diffenvs-rl-study plan", "argument --cases: invalid choice"),
+])
+def test_a_bad_value_is_one_line_without_the_usage(function, argv, prog, message, capsys):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as raised:
+        function(argv)
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage" not in err, err
+    assert err.startswith(f"{prog}: error: {message}") and err.endswith(f" (see {prog} --help)\n"), err
+
+
 def _option_help(parser) -> dict[str, str]:
     """Each option's help text as --help prints it (wrapped lines joined)."""
     text = parser.format_help()
@@ -217,3 +237,24 @@ def test_help_of_plot_and_compare(capsys):
             function(["--help"])
         text = capsys.readouterr().out
         assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_diffenvs_train_and_train_share_their_defaults():
+    import dataclasses
+
+    from trainers.cli import FIELD_FLAGS
+
+    parser = _train_parser()
+    defaults = vars(parser.parse_args([]))
+    destinations = {action.option_strings[0] if action.option_strings else action.dest: action.dest
+                    for action in parser._actions}
+    compared = []
+    for field in dataclasses.fields(TrainConfig):
+        flag = FIELD_FLAGS.get(field.name)
+        if flag is None or defaults[destinations[flag]] is None:
+            continue
+        compared.append(field.name)
+        assert defaults[destinations[flag]] == getattr(TrainConfig(), field.name), (field.name, flag)
+    assert {"epochs", "batch_size", "num_train", "num_test", "learning_rate", "optimizer", "clip", "seed",
+            "checkpoint_every", "strategy", "clip_threshold"} <= set(compared)
+    assert defaults["precision"] == TrainConfig().precision and TrainConfig().epochs == 30

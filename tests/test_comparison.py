@@ -61,11 +61,13 @@ def test_table_and_figure(comparison_root, tmp_path, capsys):
     assert bptt["loss_final"] == pytest.approx(metrics[-1]["test_loss"])
     assert bptt["loss_best"] == pytest.approx(min(row["test_loss"] for row in metrics))
     assert bptt["env_steps"] == (len(metrics) - 1) * 256 * 100        # epochs x training states x steps
-    assert bptt["loss_1min"] == pytest.approx(metrics[-1]["test_loss"])  # the whole run is under a minute
+    # the whole run is under a minute: no loss at 1 or 5 minutes (NaN, "–" in the table), not its last one
+    assert math.isnan(bptt["loss_1min"]) and math.isnan(bptt["loss_5min"])
     out = write_table(rows, tmp_path / "table.csv")
     with open(out, newline="") as handle:
         assert [row["method"] for row in csv.DictReader(handle)] == ["apg", "bptt"]
-    assert "| CartPole | 1 | bptt |" in out.with_suffix(".md").read_text()
+    assert (f"| CartPole | 1 | bptt | {bptt['loss_start']:.3g} | – | – | {bptt['loss_final']:.3g} |"
+            in out.with_suffix(".md").read_text())
     figure = plot_comparison([comparison_root], tmp_path / "figure.png")
     assert figure.stat().st_size > 5000
     height = int.from_bytes(figure.read_bytes()[20:24], "big")          # PNG header: one row of panels,
@@ -138,3 +140,15 @@ def test_archive_keeps_the_comparison(comparison_root, tmp_path, capsys):
                  "--archive", str(archive)]) == 0
     assert [line.split(" | ")[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("| CartPole")] \
         == [["1", "apg"], ["1", "bptt"], ["2", "bptt"]]
+
+
+def test_both_kinds_of_comparison_runs_load_as_policies_with_their_recorded_test_loss(comparison_root):
+    from trainers import evaluate_policy, load_policy
+    for method, kind in (("apg", "apg"), ("bptt", "gradient")):
+        run_dir = comparison_root / run_name("CartPole", 1, method, 0)
+        policy = load_policy(run_dir)
+        assert policy.kind == kind and policy.task == "CartPole" and policy.env_params == {"num_poles": 1}
+        evaluation = evaluate_policy(policy, episodes=1)
+        assert evaluation.recorded_test_loss == next(row["test_loss"] for row in rundir.read_metrics(run_dir)
+                                                     if row["epoch"] == policy.epoch)
+        assert evaluation.test_loss == pytest.approx(evaluation.recorded_test_loss, rel=1e-5)

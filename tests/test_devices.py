@@ -45,3 +45,31 @@ def test_a_group_split_over_two_devices_agrees_with_one_device(tmp_path):
         for column in ("batch_loss", "train_loss", "test_loss", "update_norm_squared"):
             np.testing.assert_allclose([row[column] for row in other[1:]], [row[column] for row in rows[1:]],
                                        rtol=1e-4, err_msg=f"{name} {column}")
+
+
+def test_more_host_devices_than_cores_warn_in_one_line(tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    environment = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={cores + 1}"}
+    check = ("import warnings, sys\nfrom trainers import engine\n"
+             "with warnings.catch_warnings(record=True) as caught:\n    warnings.simplefilter('always')\n"
+             f"    engine.group_devices({cores})\n    print(len(caught))\n    engine.group_devices({cores + 1})\n"
+             "    print(len(caught), caught[-1].category.__name__, caught[-1].message)\n")
+    output = subprocess.run([sys.executable, "-c", check], env=environment, capture_output=True, text=True,
+                            timeout=300)
+    assert output.returncode == 0, output.stderr[-2000:]
+    assert output.stdout.splitlines() == ["0", f"1 DeviceCountWarning devices: {cores + 1} CPU host devices on "
+                                          f"{cores} cores train no faster than {cores} (host devices share the "
+                                          f"cores; each needs one of its own to help); pass --devices {cores} "
+                                          f"or fewer"]
+    # the command line says it in one line and trains on
+    command = ("import sys\nfrom trainers.cli import sweep_main\nsys.exit(sweep_main(sys.argv[1:]))")
+    output = subprocess.run([sys.executable, "-c", command, str(tmp_path), "--levels", "1", "--strategies", "bptt",
+                             "--clips", "none", "--epochs", "1", "--set", "num_train=8", "--set", "num_test=8",
+                             "--set", 'env_params={"num_steps": 10}', "--devices", str(cores + 1), "--quiet"],
+                            env={**os.environ, "XLA_FLAGS": ""}, capture_output=True, text=True, timeout=300)
+    assert output.returncode == 0, output.stderr[-2000:]
+    warned = [line for line in output.stderr.splitlines() if "warning" in line.lower()]
+    assert warned == [f"diffenvs-sweep: warning: devices: {cores + 1} CPU host devices on {cores} cores train no "
+                      f"faster than {cores} (host devices share the cores; each needs one of its own to help); "
+                      f"pass --devices {cores} or fewer"], output.stderr
+    assert "1 trained" in output.stdout

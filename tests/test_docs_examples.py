@@ -25,7 +25,7 @@ DOCUMENTS = ("README.md", *sorted(str(path.relative_to(ROOT)) for path in (ROOT 
 
 SHRINK: dict[tuple[str, int], dict[str, str]] = {
     ("README.md", 0): {"epochs=30": "epochs=2"},
-    ("docs/index.md", 0): {"epochs=30": "epochs=2"},
+    ("docs/quickstart.md", 0): {"epochs=40": "epochs=2", "episodes=10": "episodes=1"},
     ("docs/environments.md", 0): {},
     ("docs/environments.md", 1): {"range(200)": "range(3)"},
     ("docs/environments.md", 2): {},
@@ -34,12 +34,15 @@ SHRINK: dict[tuple[str, int], dict[str, str]] = {
     ("docs/environments.md", 5): {},
     ("docs/environments.md", 6): {"65536": "256"},
     ("docs/environments.md", 7): {"total_timesteps=200_000": "total_timesteps=800", "range(16)": "range(2)"},
+    ("docs/environments.md", 8): {"num_envs, num_steps = 64, 250": "num_envs, num_steps = 4, 250"},
     ("docs/trainers.md", 0): {"seed=0)": "seed=0, epochs=2, num_train=16, num_test=16)"},
     ("docs/trainers.md", 1): {"epochs=5": "epochs=1"},
     ("docs/trainers.md", 2): {"levels=(1, 2, 3, 4)": "levels=(1,)",
                               '{"epochs": 1000}': '{"epochs": 2, "num_train": 16, "num_test": 16}'},
     ("docs/trainers.md", 4): {"epochs=30": "epochs=1, num_train=16, num_test=16"},
+    ("docs/trainers.md", 6): {"epochs=30": "epochs=2, num_train=16, num_test=16"},
     ("docs/extending.md", 0): {"epochs=5": "epochs=1, num_train=16, num_test=16"},
+    ("docs/trainers.md", 5): {"epochs=30": "epochs=1, num_train=16, num_test=16", "episodes=10": "episodes=1"},
 }
 """(document, block index) -> replacements that keep the example and cut its cost."""
 
@@ -49,7 +52,7 @@ SHRINK[("docs/trainers.md", 3)] = {'["runs/cartpole", "runs/baselines"]': '["run
 
 SKIPPED = {("docs/diagnostics.md", 0): "run with checked replacements and assertions on its results by "
                                      "tests/test_diagnostics.py::test_the_api_example_of_the_docs_runs",
-           ("docs/rl-comparison.md", 0): "brax PPO for 1e6 steps (minutes of compilation and training); "
+           ("docs/rl-adapter.md", 0): "brax PPO for 1e6 steps (minutes of compilation and training); "
                                          "tests/test_baseline.py trains brax PPO through the same diffenvs.brax_env"}
 
 

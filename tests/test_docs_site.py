@@ -33,9 +33,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_every_nav_page_is_built(site: Path):
-    for page in ("index.html", "environments/index.html", "physics/index.html", "trainers/index.html",
-                 "results/index.html", "rl-comparison/index.html", "performance/index.html",
-                 "measurements/index.html", "api/diffenvs/index.html", "api/trainers/index.html"):
+    for page in ("index.html", "install/index.html", "quickstart/index.html", "environments/index.html",
+                 "physics/index.html", "trainers/index.html", "results/index.html", "results-cartpole/index.html",
+                 "results-guidance/index.html", "results-quantum/index.html", "results-beyond/index.html",
+                 "results-modern/index.html", "results-protocol/index.html", "rl-comparison/index.html",
+                 "performance/index.html", "measurements/index.html", "api/diffenvs/index.html",
+                 "api/trainers/index.html"):
         assert (site / page).is_file(), page
 
 
@@ -44,7 +47,8 @@ def test_the_api_reference_is_generated_from_the_docstrings(site: Path):
     diffenvs_page = (site / "api/diffenvs/index.html").read_text()
     trainers_page = (site / "api/trainers/index.html").read_text()
     for anchor in ("diffenvs.registry.make", "diffenvs.cartpole.CartPoleParams", "diffenvs.gym_adapter.GymEnv",
-                   "diffenvs.brax_adapter.brax_env"):
+                   "diffenvs.brax_adapter.brax_env", "diffenvs.gymnax_adapter.gymnax_env",
+                   "diffenvs.external.gymnax.make_gymnax_env", "diffenvs.external.brax.make_brax_env"):
         assert f'id="{anchor}"' in diffenvs_page, anchor
     for anchor in ("trainers.config.TrainConfig", "trainers.engine.train_members", "trainers.presets.study_preset",
                    "trainers.experiments.sweep.SweepSpec", "trainers.experiments.archive.export_runs"):
@@ -63,6 +67,16 @@ def test_math_and_figures_are_in_the_pages(site: Path):
     results = (site / "results/index.html").read_text()
     assert 'src="../images/results_cartpole.png"' in results
     assert (site / "images/results_cartpole.png").is_file()
+
+
+def test_the_study_reports_open_short_and_with_their_table_or_figure():
+    """A study report's page is read first: at most 200 lines, its table or figure within the first 30
+    lines; the per-task detail, protocols and commands live on sub-pages."""
+    for name in ("results.md", "rl-comparison.md", "performance.md"):
+        lines = (ROOT / "docs" / name).read_text().splitlines()
+        assert len(lines) <= 200, f"docs/{name} has {len(lines)} lines; move detail to a sub-page"
+        opening = "\n".join(lines[:30])
+        assert "|---" in opening or "![" in opening or "<!-- rl-study table" in opening, name
 
 
 def test_the_readme_links_to_files_of_this_repository():

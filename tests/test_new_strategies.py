@@ -218,6 +218,50 @@ def test_hig_without_truncation_is_the_half_inverse_of_a_square_jacobian(x64):
         get_strategy("hig", {"truncation": 1.5})
 
 
+def test_hig_decomposes_on_the_host_with_one_blas_thread_and_restores_numpy(monkeypatch):
+    """Numpy's multi-threaded BLAS spins while it waits; beside XLA's threads and other busy processes the
+    host step lost most of its time to that (benchmarks/hig_under_load.py), so it runs on one thread."""
+    import importlib
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    hig_module = importlib.import_module("trainers.strategies.hig")     # the package's `hig` is the factory
+
+    def blas_threads():
+        return sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
+
+    outside = blas_threads()
+    assert outside, "numpy's BLAS is not visible to threadpoolctl"
+    numpy_only = hig_module._half_inverse_numpy
+    seen, both_inside = [], threading.Barrier(2, timeout=60)
+
+    def recording(jacobian, vector, truncation):
+        both_inside.wait()                       # two decompositions at once, as on two devices
+        seen.append(blas_threads())
+        result = numpy_only(jacobian, vector, truncation)
+        both_inside.wait()                       # the first to finish must not lift the other's limit
+        seen.append(blas_threads())
+        return result
+
+    monkeypatch.setattr(hig_module, "_half_inverse_numpy", recording)
+    rng = np.random.default_rng(0)
+    jacobian, vector = rng.normal(size=(40, 300)).astype(np.float32), rng.normal(size=40).astype(np.float32)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(hig_module._half_inverse_host(jacobian, vector, 1e-5)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [[1]] * 4 and blas_threads() == outside            # limited while any runs, restored after
+    # the same numbers as numpy with its own threads, to rounding
+    unlimited, rank = numpy_only(jacobian, vector, 1e-5)
+    for update, kept in results:
+        np.testing.assert_allclose(update, unlimited, rtol=1e-5, atol=1e-6 * np.abs(unlimited).max())
+        assert int(kept) == int(rank) == 40
+
+
 # ------------------------------------------------------------------------------- training and sweeps
 
 SWEEP_OPTIONS = dict(env_params={"num_steps": 8, "loss_mode": "continuous"}, num_train=16, num_test=16,
@@ -291,7 +335,7 @@ def test_the_commands_take_the_new_strategies_by_name(capsys):
 
     assert _parse_strategy("shac:horizon=16") == {"strategy": "shac", "strategy_options": {"horizon": 16}}
     assert _parse_strategy("hig") == {"strategy": "hig"}
-    assert run_name("cartpole", 4, "shac:horizon=16", 0) == "cartpole-num_poles4-shac-horizon-16-seed0"
+    assert run_name("cartpole", 4, "shac:horizon=16", 0).startswith("cartpole-poles4-shac-norm-seed0-")
     with pytest.raises(ValueError, match=r"methods: 'nope' is not one of .* registered gradient strategy"):
         run_comparison("unused", cases=["cartpole:1"], methods=["ivw", "nope"])
     for bad, message in [("nope", "strategy must be one of"), ("shac:depth=2", "shac has no option 'depth'"),

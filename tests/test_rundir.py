@@ -500,3 +500,39 @@ def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path):
             rundir.checkpoint_epoch(tmp_path)
     path.write_bytes(saved)
     assert rundir.load_checkpoint(tmp_path, _state())[0] == 3
+
+
+def test_checkpoint_arrays_are_named_by_their_path_in_the_state(tmp_path):
+    import jax
+    from trainers.engine import TrainState
+    state = TrainState({"params": {"Dense_0": {"kernel": np.ones((2, 3), np.float32)}}},
+                       (np.asarray(4, np.int32), {"mu": np.zeros(3, np.float32)}), np.asarray([1, 2], np.uint32))
+    rundir.save_checkpoint(tmp_path, 5, state)
+    with np.load(tmp_path / rundir.CHECKPOINT_FILE, allow_pickle=False) as archive:   # numpy alone reads it
+        assert sorted(archive.files) == ["epoch", "key", "optimizer_state/0", "optimizer_state/1/mu",
+                                         "params/params/Dense_0/kernel"]
+        assert np.array_equal(archive["params/params/Dense_0/kernel"], np.ones((2, 3)))
+    epoch, loaded = rundir.load_checkpoint(tmp_path, state)
+    assert epoch == 5 and all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(state)))
+    # a leading part of the state: only its arrays are read
+    epoch, params = rundir.load_checkpoint(tmp_path, {"params": state.params}, leading=True)
+    assert np.array_equal(params["params"]["params"]["Dense_0"]["kernel"], np.ones((2, 3)))
+    with pytest.raises(RunDirError, match="does not match this configuration .*an array 'key' this configuration lacks"):
+        rundir.load_checkpoint(tmp_path, {"params": state.params, "optimizer_state": state.optimizer_state})
+    with pytest.raises(RunDirError, match="does not match this configuration .*no array 'params/params/Dense_1/kernel'"):
+        rundir.load_checkpoint(tmp_path, {"params": {"params": {"Dense_1": {"kernel": np.ones((2, 3))}}}}, leading=True)
+    with pytest.raises(ValueError, match="do not give distinct array names other than 'epoch'"):
+        rundir.save_checkpoint(tmp_path, 1, {"epoch": np.zeros(1)})
+
+
+def test_an_anonymous_checkpoint_of_earlier_versions_loads_whole_or_its_leading_leaves(tmp_path):
+    leaves = [np.arange(3, dtype=np.float32), np.asarray([7, 8], np.uint32), np.ones((2, 2), np.float32)]
+    (tmp_path / rundir.CHECKPOINT_FILE).write_bytes(
+        _npz(epoch=np.asarray(9), **{f"leaf_{index:04d}": leaf for index, leaf in enumerate(leaves)}))
+    template = {"a": np.zeros(3, np.float32), "b": np.zeros(2, np.uint32), "c": np.zeros((2, 2), np.float32)}
+    epoch, loaded = rundir.load_checkpoint(tmp_path, template)      # flattening order: a, b, c
+    assert epoch == 9 and [np.asarray(loaded[k]).tolist() for k in "abc"] == [leaf.tolist() for leaf in leaves]
+    _, first = rundir.load_checkpoint(tmp_path, {"a": template["a"]}, leading=True)
+    assert np.array_equal(first["a"], leaves[0])
+    with pytest.raises(RunDirError, match=r"\(3 arrays, expected at least 4\)"):
+        rundir.load_checkpoint(tmp_path, {**template, "d": np.zeros(1)}, leading=True)

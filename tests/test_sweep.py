@@ -33,8 +33,12 @@ COLUMNS = ("batch_loss", "train_loss", "test_loss", "update_norm_squared", "cosi
 
 
 def _checkpoint_leaves(run_dir):
+    """The checkpoint's epoch and its controller params (the arrays named params/...), in the params'
+    flattening order (flax's sorted module and parameter names)."""
     with np.load(run_dir / rundir.CHECKPOINT_FILE, allow_pickle=False) as archive:
-        return int(archive["epoch"]), [archive[name] for name in sorted(archive.files) if name.startswith("leaf_")]
+        names = sorted(name for name in archive.files if name.startswith("params/"))
+        assert names, archive.files
+        return int(archive["epoch"]), [archive[name] for name in names]
 
 
 def _without_time(rows):
@@ -85,7 +89,7 @@ def test_a_group_equals_the_same_runs_one_by_one(swept):
         epoch, leaves = _checkpoint_leaves(status.run.run_dir)
         assert epoch == 4
         expected = jax.tree.leaves(reference.params)
-        for mine, theirs in zip(leaves, expected):
+        for mine, theirs in zip(leaves, expected, strict=True):
             np.testing.assert_allclose(mine, theirs, rtol=RTOL, atol=ATOL)
         assert np.any(leaves[-1] != 0)                                  # the runs did learn something
 
@@ -99,7 +103,7 @@ def test_sweep_runs_are_ordinary_run_directories_that_train_resumes(swept, tmp_p
     again = train(status.run.config, out=status.run.run_dir, quiet=True)
     assert [row["epoch"] for row in again.metrics] == [0, 1, 2, 3, 4]
     _, leaves = _checkpoint_leaves(status.run.run_dir)
-    assert all(np.array_equal(a, b) for a, b in zip(leaves, jax.tree.leaves(again.params)))
+    assert all(np.array_equal(a, b) for a, b in zip(leaves, jax.tree.leaves(again.params), strict=True))
     # ... and continues one that a sweep left half-way (the checkpoint holds the optimizer state too)
     config = next(s.run.config for s in result.runs if s.run.name == half_way.name or
                   (s.run.config.env_params["num_poles"] == 1 and s.run.config.strategy == "combined"

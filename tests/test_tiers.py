@@ -3,7 +3,8 @@
 Read from the source, without running the tests: a fast test is a ``test_*`` function that neither it,
 its class nor its file (``pytestmark``) marks ``slow``. The modules a fast test imports are the imports at
 the top of its file and those inside its own body and inside the file's helpers and fixtures that are not
-slow tests themselves; importing a module also imports, at once, its package's ``__init__`` and the
+slow tests themselves (a name that a package imports lazily on first access counts as its module);
+importing a module also imports, at once, its package's ``__init__`` and the
 modules that its own top level imports. Every module file must be reached that way.
 """
 
@@ -39,7 +40,25 @@ def _imported_names(nodes: list[ast.stmt] | ast.AST, package: str, modules: dict
                 base = ".".join(anchor + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)   # from package import module
+            lazy = _lazy_exports(base, modules)
+            found.update(lazy[alias.name] for alias in node.names if alias.name in lazy)
     return {name for name in found if name in modules}
+
+
+def _lazy_exports(package: str, modules: dict[str, Path]) -> dict[str, str]:
+    """Names that a package's ``__init__`` imports on first access (a module ``__getattr__`` reading a
+    dict literal ``{"name": "package.module", ...}``): name -> module."""
+    path = modules.get(package)
+    if path is None or path.name != "__init__.py":
+        return {}
+    lazy = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if (isinstance(key, ast.Constant) and isinstance(value, ast.Constant)
+                        and isinstance(value.value, str) and value.value in modules):
+                    lazy[key.value] = value.value
+    return lazy
 
 
 def _closure(names: set[str], modules: dict[str, Path]) -> set[str]:
@@ -115,6 +134,9 @@ def test_the_scan_reads_imports_marks_and_the_closure(tmp_path):
     # the package's __init__ imports every strategy module, and they import diffenvs
     assert {"trainers", "trainers.strategies", "trainers.strategies.shac", "diffenvs.cartpole"} <= reached
     assert "trainers.experiments.sweep" not in reached
+    # a name that the package imports on first access (diffenvs.brax_env) loads its module
+    sample.write_text("from diffenvs import brax_env\n\ndef test_x():\n    pass\n")
+    assert "diffenvs.brax_adapter" in fast_imports(sample, modules)
 
 
 def test_the_fast_tier_imports_every_module():

@@ -411,3 +411,25 @@ def test_the_zero_update_warning_tells_an_es_user_what_to_change():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ZeroUpdateWarning)
         assert not warn_if_zero_update({**row, "update_norm_squared": 1e-30}, "run-a", "es(32,0.02)")
+
+
+def test_callback_rows_carry_no_nan_for_metrics_a_strategy_does_not_compute(tmp_path):
+    import json
+
+    def strict(text):                               # a JSON or TensorBoard logger refuses NaN
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a callback row"))
+
+    seen = {}
+    for spelling, fields in (("bptt", {}), ("es", {"es_population": 2}), ("combined", {})):
+        rows = []
+        config = TrainConfig(**{**TINY, "epochs": 2, "strategy": spelling, **fields})
+        train(config, out=tmp_path / spelling, quiet=True, callback=rows.append)
+        assert [row["epoch"] for row in rows] == [1, 2]
+        seen[spelling] = [strict(json.dumps(row)) for row in rows]
+        # metrics.csv keeps every column, the NaN of an uncomputed cosine included
+        assert rundir.read_metrics(tmp_path / spelling)[1].keys() >= set(rundir.METRIC_COLUMNS)
+    assert all("cosine" not in row for row in seen["bptt"] + seen["es"])
+    assert math.isnan(rundir.read_metrics(tmp_path / "bptt")[1]["cosine"])
+    assert all(-1.0 <= row["cosine"] <= 1.0 for row in seen["combined"])       # combined computes it
+    assert {"train_loss", "test_loss", "batch_loss", "update_norm_squared", "epoch_seconds"} <= seen["bptt"][0].keys()
+    assert "es_nonzero" in seen["es"][0]

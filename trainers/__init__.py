@@ -13,6 +13,8 @@ from trainers.strategies import (
     one_step, parse_strategy, register, sign_agreement, strategy_names, truncated,
 )
 from trainers.training import OPTIMIZERS, NonFiniteError, TrainConfig, TrainResult, ZeroUpdateWarning, train
+from trainers.policy import Policy, load_policy
+from trainers.evaluation import Evaluation, evaluate_policy
 
 __all__ = [
     "MLP", "Controller", "QuantumCNN", "from_flax", "study_controller", "COMPLEXITY_LEVELS", "study_preset",
@@ -20,4 +22,5 @@ __all__ = [
     "es", "gated", "get_strategy", "modified", "network_only", "one_step", "parse_strategy", "register",
     "sign_agreement", "strategy_names", "truncated",
     "OPTIMIZERS", "NonFiniteError", "TrainConfig", "TrainResult", "ZeroUpdateWarning", "train",
+    "Policy", "load_policy", "Evaluation", "evaluate_policy",
 ]

@@ -1,4 +1,5 @@
-"""Command-line tools: ``diffenvs-train`` and ``diffenvs-plot`` (and the helpers the other commands share).
+"""Command-line tools: ``diffenvs-train``, ``diffenvs-plot`` and ``diffenvs-eval`` (and the helpers the other
+commands share).
 
 Every error a user can cause from the command line is reported by argparse as one line naming the flag
 and what it allows; no input ends in a traceback.
@@ -10,8 +11,9 @@ import argparse
 import dataclasses
 import re
 import sys
+import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from diffenvs.registry import ALIASES, canonical_name
 from trainers.strategies import strategy_names
@@ -31,11 +33,12 @@ FIELD_FLAGS = {"num_train": "--train-size", "num_test": "--test-size", "batch_si
                "optimizer": "--optimizer", "clip": "--clip", "strategy": "--strategy", "task": "task",
                "minutes": "--minutes", "out": "--out", **ENV_FLAGS}
 """TrainConfig fields (and environment parameters) and the flags of ``diffenvs-train`` that set them."""
-NAME_LABELS = {"learning_rate": "lr", "optimizer": "optimizer-", "clip_threshold": "threshold",
-               "num_train": "train", "num_test": "test", "batch_size": "batch", "es_noise": "noise",
-               "checkpoint_every": "checkpoint", "num_drivers": "drivers", "num_evaders": "evaders",
-               "loss_mode": "loss-", "precision": "", "gradient_variance": "gradvar"}
-"""Labels of the options that appear in a default run-directory name when they differ from the default."""
+class CommandParser(argparse.ArgumentParser):
+    """The argument parser of every ``diffenvs-*`` command: an error is one line,
+    ``PROG: error: MESSAGE (see PROG --help)``, without argparse's usage block before it; exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())} (see {self.prog} --help)\n")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -79,7 +82,7 @@ def flag_message(message: str, flags: dict[str, str] | None = None) -> str:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="diffenvs-train",
         description="Train a controller by backpropagating through rollouts of a diffenvs environment, "
                     "write a run directory (config.json, metrics.csv, checkpoint.npz) and plot its test "
@@ -120,7 +123,8 @@ def _train_parser() -> argparse.ArgumentParser:
     method.add_argument("--clip-threshold", type=float, default=1.0, help="clipping threshold")
     data = parser.add_argument_group("data and schedule")
     data.add_argument("--epochs", type=int, default=30,
-                      help="epochs (the study runs 1000); a larger value on a finished run continues it")
+                      help="epochs (the study runs 1000); a larger value on a finished run continues it "
+                           "(every value not given here is the same as train()'s and TrainConfig's)")
     data.add_argument("--minutes", type=float, default=None,
                       help="wall-time budget: stop after the first epoch at which the run's training time "
                            "(summed epoch times, compilation excluded, across resumes) reaches it, or at "
@@ -131,9 +135,10 @@ def _train_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and strategy")
     run = parser.add_argument_group("run directory")
     run.add_argument("--out", type=Path, default=None,
-                     help="run directory (default: runs/TASK-LEVEL-STRATEGY-CLIP-seedSEED, followed by every "
-                          "other option that differs from its default except --epochs, e.g. "
-                          "runs/cartpole-poles2-combined-none-seed0-lr0.0003)")
+                     help="run directory (default: runs/TASK-LEVEL-STRATEGY-CLIP-seedSEED, e.g. "
+                          "runs/cartpole-poles2-combined-none-seed0, followed by -HASH, 8 hex digits, when "
+                          "other options than --epochs differ from their defaults; diffenvs-runs finds runs "
+                          "by their options)")
     run.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
     run.add_argument("--resume", action="store_true",
                      help="require an existing run directory to resume (resuming is automatic otherwise)")
@@ -208,41 +213,18 @@ def _strategy_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def _format_number(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def default_run_dir(config: Any) -> Path:
-    """``runs/TASK-LEVEL-STRATEGY-CLIP-seedSEED`` plus ``-LABELVALUE`` for every other option of
-    ``config`` (a :class:`~trainers.training.TrainConfig` of ``diffenvs-train``) that differs from its
-    default, ``epochs`` excepted (a larger ``--epochs`` continues the run in the same directory).
+def default_run_dir(config: Any, root: Path = Path("runs")) -> Path:
+    """``root/NAME`` with NAME from :func:`trainers.config.run_name` (``TASK-LEVEL-STRATEGY-CLIP-seedSEED``
+    and a hash of the other options that differ from their defaults), or the directory under ``root``
+    that already holds the same run under another name (an earlier version's naming), to resume it there.
     Different settings never share a directory."""
-    from trainers.training import TrainConfig
-    task = {name: alias for alias, name in ALIASES.items()}[canonical_name(config.task)]
-    _, parameter, label = LEVEL_FLAGS[task]
-    env_defaults = _environment_defaults(task)
-    env_params = dict(config.env_params)
-    level = env_params.pop(parameter, env_defaults[parameter])
-    strategy = str(config.strategy)
-    if strategy == "truncated":
-        strategy = f"truncated{config.truncate_every}"
-    elif strategy == "es" and config.es_population != TrainConfig.es_population:
-        strategy = f"es{config.es_population}"
-    parts = [task, f"{label}{_format_number(level)}", strategy, config.clip, f"seed{config.seed}"]
-    for name, value in sorted(env_params.items()):
-        if value != env_defaults.get(name):
-            parts.append(f"{NAME_LABELS.get(name, name)}{_format_number(value)}")
-    for name, value in sorted(config.strategy_options.items()):
-        parts.append(f"{name}{_format_number(value)}")
-    skipped = {"task", "env_params", "strategy", "clip", "seed", "epochs", "truncate_every", "es_population",
-               "strategy_options"}
-    defaults = TrainConfig()
-    for field in dataclasses.fields(TrainConfig):
-        value = getattr(config, field.name)
-        if field.name not in skipped and value != getattr(defaults, field.name):
-            shown = "" if value is True else _format_number(value)
-            parts.append(f"{NAME_LABELS.get(field.name, field.name)}{shown}")
-    return Path("runs") / "-".join(parts)
+    from trainers import rundir
+    from trainers.config import run_name
+    out = root / run_name(config)
+    if not (out / rundir.CONFIG_FILE).exists() and root.is_dir():
+        earlier = rundir.find_same_run(root, {**config.to_dict(), "controller": "study"})
+        out = earlier if earlier is not None else out
+    return out
 
 
 def _check_out_path(out: Path) -> str | None:
@@ -370,7 +352,7 @@ PLOT_FLAGS = {"out": "--out", "last": "--last", "reach": "--reach", "smooth": "-
 
 def plot_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-plot``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="diffenvs-plot", description="Draw the study-style figure (test loss on a log scale, one panel per "
         "task and level, one colour per strategy, one line style per clipping mode) for run directories, the "
         "study's figure for a task from a sweep (--study: one panel per complexity level) and a summary table "
@@ -382,7 +364,8 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="PNG file to write (default: test_loss.png, or study_TASK.png with --study)")
     parser.add_argument("--smooth", type=int, default=None,
-                        help="moving-average window in rows (default: 1, or 30 with --study and --table)")
+                        help="moving-average window in rows (default: 1, or with --study a tenth of each run, "
+                             "at most 30; --table reads --reach from the unsmoothed loss)")
     parser.add_argument("--x", choices=("epoch", "env_steps", "wall_seconds"), default=None,
                         help="x axis: epochs, environment steps, or cumulative wall time (default: epoch, or "
                              "env_steps when RL baseline runs, which have no epochs, are among the runs)")
@@ -394,7 +377,7 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
                              "no figure unless --out or --study is given")
     parser.add_argument("--last", type=int, default=50, help="summary table: epochs at the end to take the median of")
     parser.add_argument("--reach", type=float, default=0.01,
-                        help="summary table: report the first epoch at which the smoothed test loss is below this")
+                        help="summary table: report the first epoch at which the test loss is below this")
     args = parser.parse_args(argv)
     if args.smooth is not None and args.smooth < 1:
         parser.error(f"--smooth must be an integer >= 1, got {args.smooth}")
@@ -412,12 +395,12 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--study: {error}") from None
         if args.table is not None:
             _, _, markdown = summary_table(args.runs, args.table, last=args.last, reach=args.reach,
-                                         smooth=args.smooth or 30)
+                                         smooth=args.smooth)
             print(markdown, end="")
             print(f"table: {args.table}")
         if args.study is not None:
             out = args.out or Path(f"study_{args.study}.png")
-            figure = plot_study(args.runs, args.study, out, smooth=args.smooth or 30, x=args.x, title=args.title)
+            figure = plot_study(args.runs, args.study, out, smooth=args.smooth, x=args.x, title=args.title)
             print(f"plot: {figure}")
         elif args.table is None or args.out is not None:
             figure = plot_runs(args.runs, args.out or Path("test_loss.png"), smooth=args.smooth or 1,
@@ -434,6 +417,19 @@ SWEEP_FLAGS = {"name": "--tasks: name", "tasks": "--tasks", "level": "--levels",
                "strategies": "--strategies", "clips": "--clips", "seeds": "--seeds", "part": "--part",
                "max_group": "--max-group", "options/vary": "--set/--vary", "spec": "the grid"}
 """Names in the messages of :mod:`trainers.experiments.sweep` and the flags of ``diffenvs-sweep`` that set them."""
+
+
+def _one_line_warning(prog: str, show: Any) -> Any:
+    """A ``warnings.showwarning`` that prints a :class:`~trainers.engine.DeviceCountWarning` as one line
+    ``PROG: warning: MESSAGE`` and passes other warnings to ``show``."""
+    from trainers.engine import DeviceCountWarning
+
+    def one_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, DeviceCountWarning):
+            print(f"{prog}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+    return one_line
 
 
 def sweep_main(argv: Sequence[str] | None = None) -> int:
@@ -462,10 +458,158 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             parser.error(flag_message(str(error), SWEEP_FLAGS))
     try:
-        return sweep.main(argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(parser.prog, warnings.showwarning)
+            return sweep.main(argv)
     except OSError as error:
         parser.error(f"cannot write {error.filename or 'a file'}: {error.strerror or error}")
     except KeyboardInterrupt:
         print(f"\ndiffenvs-sweep: interrupted; run the same command again to resume (finished runs are skipped, "
               f"the others resume from their checkpoints in {args.out})", file=sys.stderr)
         return 130
+
+
+def runs_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``diffenvs-runs``: the run directories under ROOT whose configuration matches the
+    filters, whatever their names (see :func:`trainers.rundir.find_run_dirs`)."""
+    import json
+    parser = CommandParser(
+        prog="diffenvs-runs",
+        description="List the run directories under ROOT (of diffenvs-train, diffenvs-sweep, diffenvs-compare, "
+                    "diffenvs-baseline, whatever their names) whose config.json matches every filter, with the "
+                    "epoch reached and the last test loss.",
+        formatter_class=HelpFormatter)
+    parser.add_argument("root", type=Path, nargs="?", default=Path("runs"), help="folder searched at any depth")
+    parser.add_argument("--task", default=None, help="cartpole, guidance or quantum")
+    parser.add_argument("--level", default=None, help="complexity level (poles, rc or target state)")
+    parser.add_argument("--strategy", default=None, help="strategy name (or RL algorithm: ppo, sac, apg)")
+    parser.add_argument("--clip", default=None, choices=CLIP_MODES, help="clipping mode")
+    parser.add_argument("--seed", type=int, default=None, help="seed")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other config.json key or environment parameter (JSON value), e.g. "
+                             "--where learning_rate=3e-4 --where num_drivers=3")
+    args = parser.parse_args(argv)
+    from trainers import rundir
+    filters: dict[str, Any] = {name: getattr(args, name) for name in ("task", "strategy", "clip", "seed")
+                               if getattr(args, name) is not None}
+    if args.level is not None:
+        filters["level"] = json.loads(args.level) if re.fullmatch(r"[-+0-9.eE]+", args.level) else args.level
+    for text in args.where:
+        key, equals, value = text.partition("=")
+        if not equals or not key:
+            parser.error(f"--where expects KEY=VALUE, got {text!r}")
+        try:
+            filters[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            filters[key.replace("-", "_")] = value
+    if not args.root.is_dir():
+        parser.error(f"ROOT: {args.root} is not a directory")
+    try:
+        found = rundir.find_run_dirs(args.root, **filters)
+    except ValueError as error:
+        parser.error(f"--{error}")
+    for run_dir in found:
+        try:
+            rows = rundir.read_metrics(run_dir)
+        except rundir.RunDirError:
+            rows = []
+        progress = f"epoch {rows[-1]['epoch']}, test loss {rows[-1]['test_loss']:.4g}" if rows else "no metrics"
+        print(f"{run_dir}  {progress}")
+    print(f"diffenvs-runs: {len(found)} runs under {args.root}" + (f" matching {filters}" if filters else ""))
+    return 0
+
+
+EVAL_COLUMNS = ("run", "kind", "epoch", "test loss", "recorded", "return (mean ± std)")
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="diffenvs-eval",
+        description="Load the trained policy of run directories of any kind (diffenvs-train, diffenvs-sweep, "
+                    "diffenvs-baseline, diffenvs-compare) and evaluate it: the trainers' test loss on the run's own "
+                    "test set (next to the test loss the run recorded for the same params) and the mean and "
+                    "standard deviation of the episode return over N episodes in its Gymnasium environment.",
+        epilog="Example: diffenvs-eval runs/cartpole-poles1-combined --episodes 20 --animation cartpole.gif",
+        formatter_class=HelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories")
+    parser.add_argument("--episodes", type=int, default=10, help="Gymnasium episodes per run for the return")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the episodes' first reset")
+    parser.add_argument("--test-size", type=int, default=None,
+                        help="test states (default: the run's own test set, so that the loss equals the recorded one)")
+    parser.add_argument("--animation", type=Path, default=None, metavar="PATH",
+                        help="write an animation (.gif, or .mp4 with imageio's ffmpeg plugin) of the first run's "
+                             "policy; with several runs, PATH gets the run's name before its suffix")
+    parser.add_argument("--animation-episodes", type=int, default=1, metavar="K",
+                        help="episodes in the animation")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    return parser
+
+
+def _animation_path(path: Path, run_dir: Path, several: bool) -> Path:
+    return path.with_name(f"{path.stem}-{run_dir.name}{path.suffix}") if several else path
+
+
+def _format_loss(value: float) -> str:
+    return "nan" if value != value else f"{value:.6g}"
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``diffenvs-eval``."""
+    parser = _eval_parser()
+    args = parser.parse_args(argv)
+    flags = {"episodes": "--episodes", "seed": "--seed", "num_test": "--test-size", "animation": "--animation",
+             "frames": "--animation"}
+    for flag, value, low in (("--episodes", args.episodes, 0), ("--seed", args.seed, 0),
+                             ("--animation-episodes", args.animation_episodes, 1)):
+        if value < low:
+            parser.error(f"{flag} must be an integer >= {low}, got {value}")
+    if args.test_size is not None and args.test_size < 1:
+        parser.error(f"--test-size must be an integer >= 1, got {args.test_size}")
+    if args.animation is not None:
+        problem = check_file_path("--animation", args.animation)
+        if problem:
+            parser.error(problem)
+        if args.animation.suffix.lower() not in (".gif", ".mp4"):
+            parser.error(f"--animation must be a path ending in .gif or .mp4, got {str(args.animation)!r}")
+    from trainers.evaluation import episode_frames, evaluate_policy, write_animation
+    from trainers.policy import load_policy
+    from trainers.rundir import RunDirError
+    results = []
+    try:
+        policies = [load_policy(run) for run in args.runs]
+        for policy in policies:
+            evaluation = evaluate_policy(policy, num_test=args.test_size, episodes=args.episodes, seed=args.seed)
+            result = {"run": str(policy.run_dir), "kind": policy.kind, "epoch": policy.epoch,
+                      "num_test": evaluation.num_test, "test_loss": evaluation.test_loss,
+                      "recorded_test_loss": evaluation.recorded_test_loss, "episodes": evaluation.episodes,
+                      "mean_return": evaluation.mean_return, "std_return": evaluation.std_return}
+            if args.animation is not None:
+                path = _animation_path(args.animation, policy.run_dir, len(policies) > 1)
+                frames = episode_frames(policy, args.animation_episodes, args.seed)
+                result["animation"] = str(write_animation(path, frames))
+                result["animation_frames"] = len(frames)
+            results.append(result)
+    except RunDirError as error:                  # names the run directory's file already
+        parser.error(str(error))
+    except ValueError as error:
+        parser.error(flag_message(str(error), flags))
+    except OSError as error:
+        parser.error(f"cannot write {error.filename or 'a file'}: {error.strerror or error}")
+    if args.json:
+        import json
+        print(json.dumps([{key: (None if isinstance(value, float) and value != value else value)
+                           for key, value in result.items()} for result in results], indent=2))
+        return 0
+    table = [EVAL_COLUMNS]
+    for result in results:
+        spread = (f"{result['mean_return']:.6g} ± {result['std_return']:.3g} ({result['episodes']} episodes)"
+                  if result["episodes"] else "-")
+        table.append((result["run"], result["kind"], str(result["epoch"]), _format_loss(result["test_loss"]),
+                      _format_loss(result["recorded_test_loss"]), spread))
+    widths = [max(len(row[index]) for row in table) for index in range(len(EVAL_COLUMNS))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for result in results:
+        if "animation" in result:
+            print(f"animation: {result['animation']} ({result['animation_frames']} frames)")
+    return 0

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import optax
 
 import diffenvs
 from diffenvs.core import FunctionalEnv
-from diffenvs.registry import canonical_name
+from diffenvs.registry import ALIASES, canonical_name
 from trainers.networks import Controller, study_controller
 from trainers.rollout import Problem
 from trainers.strategies import Strategy, get_strategy, parse_strategy
@@ -54,7 +56,8 @@ class TrainConfig:
         num_test: test states, a draw independent of the training states.
         batch_size: states per update, in a fixed order; the remainder of num_train / batch_size is
             unused.
-        epochs: passes over the training set.
+        epochs: passes over the training set (30, a short run as ``diffenvs-train``'s; the study's
+            protocol, :func:`~trainers.presets.study_preset`, runs 1000).
         seed: the one seed of the run.
         checkpoint_every: epochs between checkpoints (the last epoch is always checkpointed).
         strategy_options: option name -> value of any registered strategy factory (e.g.
@@ -83,7 +86,7 @@ class TrainConfig:
     num_train: int = 256
     num_test: int = 256
     batch_size: int = 8
-    epochs: int = 1000
+    epochs: int = 30
     seed: int = 0
     checkpoint_every: int = 10
     strategy_options: dict = dataclasses.field(default_factory=dict)
@@ -159,6 +162,34 @@ class TrainConfig:
             record["strategy"] = f"custom:{self.strategy.name}"
         return record
 
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> TrainConfig:
+        """The configuration of a ``config.json`` record written by :meth:`to_dict` (or by
+        :func:`~trainers.training.train`, whose bookkeeping keys :data:`RECORD_BOOKKEEPING` are ignored;
+        fields an older record lacks take their defaults).
+
+        Raises:
+            ValueError: one line, for a record that is not a dict, has keys that are neither fields nor
+                bookkeeping (naming them), names a custom :class:`Strategy` object ("custom:NAME", which
+                a record cannot rebuild), or has invalid values.
+        """
+        if not isinstance(record, dict):
+            raise ValueError(f"record must be a dict (a config.json object), got {type(record).__name__}")
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - fields - set(RECORD_BOOKKEEPING))
+        if unknown:
+            raise ValueError(f"record: unknown key(s) {unknown}; a TrainConfig record holds {sorted(fields)} "
+                             f"and the bookkeeping keys {list(RECORD_BOOKKEEPING)}")
+        strategy = record.get("strategy", "")
+        if isinstance(strategy, str) and strategy.startswith("custom:"):
+            raise ValueError(f"strategy {strategy!r} was a Strategy object, which a record cannot rebuild; "
+                             f"pass TrainConfig(strategy=...) the object itself")
+        return cls(**{name: value for name, value in record.items() if name in fields})
+
+
+RECORD_BOOKKEEPING = ("diffenvs_version", "controller", "optimizer_object")
+"""Keys of ``config.json`` beside the :class:`TrainConfig` fields: the library version that wrote the run,
+whether it used the study's or a custom controller, and a custom optimizer object."""
 
 _DEFAULTS = {"strategy_options": {}, "precision": "float32", "gradient_variance": False}
 
@@ -178,3 +209,61 @@ def strategy_fields(text: str) -> dict[str, Any]:
     if options:
         fields["strategy_options"] = options
     return fields
+
+
+RUN_LEVEL_LABELS = {"num_poles": "poles", "regularization": "rc", "target_state": "target"}
+"""The label of each task's complexity parameter in run-directory names."""
+_NAMED_KEYS = ("task", "env_params", "strategy", "algo", "clip", "seed", "epochs", "diffenvs_version",
+               "brax_version")
+"""Keys of a config record that a run name spells out or leaves out (``epochs``: a larger value continues
+the same run)."""
+
+
+def _spelled(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run_name(config: TrainConfig | Mapping[str, Any]) -> str:
+    """The directory name of a run: ``TASK-LEVEL-STRATEGY-CLIP-seedSEED``, and ``-HASH`` when any other
+    option differs from its default.
+
+    ``config`` is a :class:`TrainConfig` or a ``config.json`` record (of :func:`trainers.train` or of an
+    RL baseline, whose name is ``TASK-LEVEL-ALGO-seedSEED``). TASK is the short task name (cartpole,
+    guidance, quantum), LEVEL the complexity label and value (``poles2``, ``rc0.01``, ``target4``, the
+    environment's default when not given), STRATEGY the strategy name (``truncated10`` for truncated(10),
+    ``es64`` for es with a population other than 32, ``custom-NAME`` for a Strategy object). HASH is 8
+    hexadecimal digits of the SHA-1 of the options that differ from the defaults of :class:`TrainConfig`
+    and of the environment (``epochs`` excepted: a larger ``epochs`` continues the same run), so the
+    same configuration always gets the same name and two configurations never share one.
+    ``trainers.rundir.find_run_dirs`` finds runs by their configuration instead of their name.
+    """
+    record = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
+    task = canonical_name(record["task"])
+    short = next((alias for alias, name in ALIASES.items() if name == task), task.lower())
+    env_defaults = dataclasses.asdict(diffenvs.make(task).default_params)
+    env_params = dict(record.get("env_params") or {})
+    from trainers.presets import COMPLEXITY_LEVELS       # presets imports this module
+    parameter = COMPLEXITY_LEVELS[task][0] if task in COMPLEXITY_LEVELS else None
+    parts = [short]
+    if parameter is not None:
+        level = env_params.pop(parameter, env_defaults.get(parameter))
+        parts.append(f"{RUN_LEVEL_LABELS.get(parameter, parameter)}{_spelled(level)}")
+    options = {name: value for name, value in env_params.items() if value != env_defaults.get(name)}
+    options = {"env_params": options} if options else {}
+    if "algo" in record:                                  # an RL baseline: no clipping, its own options
+        parts += [str(record["algo"]), f"seed{record['seed']}"]
+        return "-".join(parts)
+    strategy = str(record["strategy"]).replace("custom:", "custom-")
+    defaults = {**TrainConfig().to_dict(), "controller": "study"}
+    shown = set()
+    if strategy == "truncated" and record.get("truncate_every") is not None:
+        strategy, shown = f"truncated{record['truncate_every']}", {"truncate_every"}
+    elif strategy == "es" and record.get("es_population", defaults["es_population"]) != defaults["es_population"]:
+        strategy, shown = f"es{record['es_population']}", {"es_population"}
+    parts += [strategy, str(record.get("clip", "none")), f"seed{record['seed']}"]
+    for name, value in record.items():
+        if name not in _NAMED_KEYS and name not in shown and value != defaults.get(name):
+            options[name] = value
+    if options:
+        parts.append(hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8])
+    return "-".join(parts)

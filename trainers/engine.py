@@ -111,6 +111,13 @@ def initial_states(env: FunctionalEnv, key: jax.Array, count: int) -> EnvState:
     return jax.vmap(env.initial)(jax.random.split(key, count))
 
 
+def run_test_states(env: FunctionalEnv, seed: int, count: int) -> EnvState:
+    """The test set of a run with ``seed``: ``count`` initial states drawn with the second of the four keys
+    ``jax.random.split(PRNGKey(seed), 4)`` (train, test, init, strategy) that every run splits its seed into."""
+    _, test_key, _, _ = jax.random.split(jax.random.PRNGKey(seed), 4)
+    return initial_states(env, test_key, count)
+
+
 def tree_squared_norm(tree: Any) -> jax.Array:
     """Squared L2 norm of a pytree seen as one flat vector (scalar)."""
     return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
@@ -333,7 +340,25 @@ def group_devices(devices: int | None) -> list:
         raise ValueError(f"devices: {devices} requested, but this process has {len(available)} "
                          f"({available[0].platform}); on CPU pass --devices before jax starts (the command-line "
                          f"flag does) or set XLA_FLAGS=--xla_force_host_platform_device_count={devices}")
+    cores = usable_cores()
+    if available[0].platform == "cpu" and devices > cores:
+        warnings.warn(f"devices: {devices} CPU host devices on {cores} cores train no faster than {cores} (host "
+                      f"devices share the cores; each needs one of its own to help); pass --devices {cores} or "
+                      f"fewer", DeviceCountWarning, stacklevel=2)
     return available[:devices]
+
+
+class DeviceCountWarning(UserWarning):
+    """More CPU host devices were asked for than the process has cores: correct, but not faster."""
+
+
+def usable_cores() -> int:
+    """The number of cores this process may run on (its CPU affinity where the OS reports it)."""
+    import os
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _shard_runs(tree: Any, sharding: Any) -> Any:
@@ -370,7 +395,8 @@ def _take(tree: Any, index: int) -> Any:
     return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
-def _as_precision(tree: Any, precision: str) -> Any:
+def as_precision(tree: Any, precision: str) -> Any:
+    """``tree`` with its floating-point leaves in float64 when ``precision`` is "float64" (else unchanged)."""
     if precision != "float64":
         return tree
     return jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
@@ -411,24 +437,24 @@ def _prepare(member: Member, program: Program, overwrite: bool, where: str) -> _
 
     problem = program.problem
     train_key, test_key, init_key, strategy_key = jax.random.split(jax.random.PRNGKey(config.seed), 4)
-    train_states = _as_precision(initial_states(problem.env, train_key, config.num_train), program.precision)
-    test_states = _as_precision(initial_states(problem.env, test_key, config.num_test), program.precision)
-    params = _as_precision(problem.controller.init(init_key), program.precision)
+    train_states = as_precision(initial_states(problem.env, train_key, config.num_train), program.precision)
+    test_states = as_precision(initial_states(problem.env, test_key, config.num_test), program.precision)
+    params = as_precision(problem.controller.init(init_key), program.precision)
     strategy_state = (program.strategy.initial_state(problem, params, jax.random.fold_in(init_key, 1))
                       if program.strategy is not None else ())
     state = TrainState(params, program.optimizer.init(params), strategy_key, strategy_state)
-    # train()'s checkpoint holds the chained (clip, optimizer) state; the clipping states have no leaves
+    # the group's optimizer state without the clipping, whose states have no leaves: the same leaves as
+    # the chained (clip, optimizer) state of config.make_optimizer() that older checkpoints were read as
     chained = program.optimizer if program.custom_optimizer else config.make_optimizer()
     template = TrainState(params, chained.init(params), strategy_key, strategy_state)
     mine, theirs = jax.tree.leaves(state), jax.tree.leaves(template)
     if [(np.shape(a), np.asarray(a).dtype) for a in mine] != [(np.shape(b), np.asarray(b).dtype) for b in theirs]:
         raise ValueError(f"optimizer: the state of {config.optimizer!r} with clip {config.clip!r} does not "
                          f"match the checkpoint layout")
-    loaded = rundir.load_checkpoint(run_dir, template) if run_dir is not None else None
+    loaded = rundir.load_checkpoint(run_dir, state) if run_dir is not None else None
     start, rows = 0, None
     if loaded is not None:
-        start, loaded_state = loaded
-        state = jax.tree.unflatten(jax.tree.structure(state), jax.tree.leaves(loaded_state))
+        start, state = loaded
         rows = [row for row in rundir.read_metrics(run_dir) if row["epoch"] <= start]
         if len(rows) != start + 1:
             raise ValueError(f"{where}: {run_dir}/metrics.csv has {len(rows)} complete rows up to the "
@@ -484,8 +510,9 @@ def train_members(program: Program, members: Sequence[Member], *, overwrite: boo
     Each run resumes from its checkpoint and ends with exactly the parameters and metrics of an
     uninterrupted run of the same group. Writes ``config.json``, ``metrics.csv`` (one row per epoch,
     epoch 0 = before training) and ``checkpoint.npz`` of runs with a directory. ``callback(index,
-    row)`` is called after run ``index``'s epoch is recorded (and checkpointed when due); raising from
-    it stops training. A run that hits a non-finite loss or state keeps its last good checkpoint; then
+    row)`` is called after run ``index``'s epoch is recorded (and checkpointed when due), with the
+    row's metrics except ``cosine`` for strategies that do not compute it (NaN in ``metrics.csv``, which
+    keeps its columns); raising from it stops training. A run that hits a non-finite loss or state keeps its last good checkpoint; then
     ``on_failure(index, epoch, row)`` is called and the others go on, or, without ``on_failure``,
     :class:`NonFiniteError` is raised. ``minutes``: a wall-time budget per run (summed ``epoch_seconds``
     across resumes, compilation excluded) after which it stops with a checkpoint.
@@ -560,7 +587,9 @@ def _train_members(program, members, overwrite, quiet, where, description, callb
     failed = [False] * count
     stopped = [False] * count
     warned = [False] * len(runs)
-    strategy_names = [run.config.make_strategy().name for run in runs]
+    strategies = [run.config.make_strategy() for run in runs]
+    strategy_names = [strategy.name for strategy in strategies]
+    unreported = [set() if "cosine" in strategy.metric_names else {"cosine"} for strategy in strategies]
     active = np.zeros(count, bool)
     signature = str(jax.tree.map(lambda x: (x.shape, x.dtype), (state, data, train_states, test_states)))
     signature += f" on {len(used)} devices"
@@ -623,8 +652,8 @@ def _train_members(program, members, overwrite, quiet, where, description, callb
                     if index in due:
                         rundir.save_checkpoint(run.run_dir, epoch, _take(host_state, index))
             for index, row in rows_now.items():
-                if callback is not None:
-                    callback(pending[index], row)
+                if callback is not None:                 # without the NaN of metrics the strategy does not compute
+                    callback(pending[index], {key: value for key, value in row.items() if key not in unreported[index]})
             progress.update(rows_now, sum(failed))
     finally:
         progress.close()

@@ -1,6 +1,7 @@
 """The run directory: ``config.json``, ``metrics.csv`` and ``checkpoint.npz``, written as training goes.
 
-Checkpoints are plain ``.npz`` archives of the flattened training state, loaded with
+Checkpoints are plain ``.npz`` archives of the training state, one array per leaf named by its path in
+the state (``params/params/Dense_0/kernel``, ``optimizer_state/0/mu/...``), loaded with
 ``allow_pickle=False`` and checked leaf by leaf against the expected structure: nothing is unpickled.
 Every file is replaced atomically, so a run killed at any moment (even with SIGKILL) leaves the last
 complete checkpoint and metrics behind; only the last line of ``metrics.csv`` (appended, not
@@ -31,6 +32,7 @@ import io
 import json
 import math
 import os
+import re
 import shlex
 import socket
 import sys
@@ -453,14 +455,42 @@ def append_metrics(run_dir: Path, row: dict[str, float], columns: tuple[str, ...
 
 # ------------------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(run_dir: Path, epoch: int, state: Any) -> None:
-    """Save a pytree of arrays as ``checkpoint.npz`` (leaves in flattening order) with its epoch."""
-    import jax                                    # here, so that locking and reading metrics need no JAX
-    leaves = jax.tree.leaves(state)
-    arrays = {f"leaf_{index:04d}": np.asarray(leaf) for index, leaf in enumerate(leaves)}
+_ANONYMOUS = re.compile(r"leaf_\d{4,}")
+"""Names of the arrays of checkpoints written before they were named (leaves in flattening order)."""
+
+
+def array_names(tree: Any) -> list[str]:
+    """The name of each leaf of ``tree``, in flattening order: its path with ``/`` between the keys
+    (``jax.tree_util.keystr(path, simple=True, separator="/")``), e.g. ``params/params/Dense_0/kernel``
+    for a :class:`~trainers.engine.TrainState`; ``value`` for a tree that is one leaf.
+
+    Raises ValueError when two leaves get the same name, or one is named ``epoch`` (the checkpoint's own
+    array).
+    """
+    import jax
+    names = [jax.tree_util.keystr(path, simple=True, separator="/") or "value"
+             for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    if len(set(names)) != len(names) or "epoch" in names:
+        repeated = sorted({name for name in names if names.count(name) > 1 or name == "epoch"})
+        raise ValueError(f"state: the leaf paths {repeated[:3]} do not give distinct array names other than 'epoch'")
+    return names
+
+
+def save_checkpoint(run_dir: Path, epoch: int, state: Any, file: str = CHECKPOINT_FILE) -> None:
+    """Save a pytree of arrays as ``run_dir/file`` (default ``checkpoint.npz``) with its epoch.
+
+    Each leaf is an array named by its path (:func:`array_names`), so the archive reads with
+    ``numpy.load(path, allow_pickle=False)`` alone, without the code that wrote it.
+    """
+    arrays = dict(zip(array_names(state), _leaves(state)))
     buffer = io.BytesIO()
     np.savez(buffer, epoch=np.asarray(epoch, np.int64), **arrays)
-    _write_atomically(Path(run_dir) / CHECKPOINT_FILE, buffer.getvalue())
+    _write_atomically(Path(run_dir) / file, buffer.getvalue())
+
+
+def _leaves(tree: Any) -> list[np.ndarray]:
+    import jax                                    # here, so that locking and reading metrics need no JAX
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
 
 
 _ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError)
@@ -495,37 +525,68 @@ def _epoch(archive: np.lib.npyio.NpzFile, path: Path) -> int:
     return int(epoch)
 
 
-def checkpoint_epoch(run_dir: str | Path) -> int | None:
-    """The epoch saved in ``checkpoint.npz`` (without reading its other arrays); None if there is none.
+def checkpoint_epoch(run_dir: str | Path, file: str = CHECKPOINT_FILE) -> int | None:
+    """The epoch saved in ``run_dir/file`` (without reading its other arrays); None if there is none.
     Raises :class:`RunDirError` when the archive or its epoch is damaged."""
-    path = Path(run_dir) / CHECKPOINT_FILE
+    path = Path(run_dir) / file
     if not path.exists():
         return None
     with _open_checkpoint(path) as archive:
         return _epoch(archive, path)
 
 
-def load_checkpoint(run_dir: Path, template: Any) -> tuple[int, Any] | None:
-    """(epoch, state) from ``checkpoint.npz`` shaped like ``template``; None if there is none.
+def _anonymous_names(path: Path, archive: np.lib.npyio.NpzFile, count: int, leading: bool) -> list[str]:
+    """The ``leaf_NNNN`` arrays that hold a template of ``count`` leaves (the first ``count`` of them if
+    ``leading``)."""
+    names = sorted(name for name in archive.files if name.startswith("leaf_"))
+    expected = [f"leaf_{index:04d}" for index in range(len(names) if leading else count)]
+    too_few = len(names) < count if leading else len(names) != count
+    if too_few:
+        raise RunDirError(f"{path} does not match this configuration ({len(names)} arrays, expected "
+                          f"{'at least ' if leading else ''}{count}); {_CHECKPOINT_REMEDY}")
+    if names != expected:
+        missing = sorted(set(expected) - set(names))
+        raise _damaged(path, f"array {missing[0]!r} is missing", _CHECKPOINT_REMEDY)
+    return expected[:count]
+
+
+def _named(path: Path, archive: np.lib.npyio.NpzFile, names: list[str], leading: bool) -> list[str]:
+    stored = [name for name in archive.files if name != "epoch"]
+    missing = [name for name in names if name not in stored]
+    extra = [] if leading else sorted(set(stored) - set(names))
+    if missing or extra:
+        detail = f"no array {missing[0]!r}" if missing else f"an array {extra[0]!r} this configuration lacks"
+        raise RunDirError(_one_line(f"{path} does not match this configuration ({len(stored)} arrays, expected "
+                                    f"{len(names)}: {detail}); {_CHECKPOINT_REMEDY}", 600))
+    return names
+
+
+def load_checkpoint(run_dir: Path, template: Any, file: str = CHECKPOINT_FILE,
+                    leading: bool = False) -> tuple[int, Any] | None:
+    """(epoch, state) from ``run_dir/file`` (default ``checkpoint.npz``) shaped like ``template``; None if
+    there is none.
+
+    Reads the named arrays of :func:`save_checkpoint` and the anonymous ``leaf_0000``, ``leaf_0001``, ...
+    arrays (leaves in flattening order) of checkpoints written before arrays were named. With
+    ``leading``, ``template`` is the leading part of the saved state, e.g. ``{"params": params}`` for
+    the controller params of a :class:`~trainers.engine.TrainState` checkpoint: the arrays of its names
+    (named checkpoints) or its first leaves (anonymous ones); the other arrays are not read.
 
     Raises :class:`RunDirError` (a ValueError) when the archive is damaged (cut short, not an ``.npz``,
-    an array missing or unreadable) or does not match the template's leaves (count, shape, dtype).
+    an array missing or unreadable) or does not match the template's leaves (names, count, shape, dtype).
     """
     import jax
-    path = Path(run_dir) / CHECKPOINT_FILE
+    path = Path(run_dir) / file
     if not path.exists():
         return None
     leaves, treedef = jax.tree.flatten(template)
     with _open_checkpoint(path) as archive:
         epoch = _epoch(archive, path)
-        names = sorted(name for name in archive.files if name.startswith("leaf_"))
-        expected = [f"leaf_{index:04d}" for index in range(len(leaves))]
-        if len(names) != len(leaves):
-            raise RunDirError(f"{path} does not match this configuration ({len(names)} arrays, expected "
-                              f"{len(leaves)}); {_CHECKPOINT_REMEDY}")
-        if names != expected:
-            missing = sorted(set(expected) - set(names))
-            raise _damaged(path, f"array {missing[0]!r} is missing", _CHECKPOINT_REMEDY)
+        stored = [name for name in archive.files if name != "epoch"]
+        if stored and all(_ANONYMOUS.fullmatch(name) for name in stored):
+            names = _anonymous_names(path, archive, len(leaves), leading)
+        else:
+            names = _named(path, archive, array_names(template), leading)
         loaded = []
         for name, leaf in zip(names, leaves):
             array = _member(archive, name, path)
@@ -539,3 +600,112 @@ def load_checkpoint(run_dir: Path, template: Any) -> tuple[int, Any] | None:
 
 def all_finite(row: dict[str, float], keys: tuple[str, ...]) -> bool:
     return all(math.isfinite(row[key]) for key in keys)
+
+
+# ----------------------------------------------------------------------------------- finding runs
+
+IDENTITY_IGNORED = ("epochs", "diffenvs_version", "brax_version")
+"""Keys of ``config.json`` in which two records of the same run may differ (a larger ``epochs`` continues
+it; the versions are those of the last writer)."""
+
+
+def _config_files(root: Path, depth: int | None) -> list[Path]:
+    if (root / CONFIG_FILE).is_file():
+        return [root / CONFIG_FILE]
+    if not root.is_dir():
+        return []
+    if depth == 1:
+        return sorted(child / CONFIG_FILE for child in root.iterdir() if (child / CONFIG_FILE).is_file())
+    return sorted(root.rglob(CONFIG_FILE))
+
+
+def _readable_config(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_config(path.parent)
+    except (OSError, RunDirError):
+        return None                               # a damaged run is not a match; it says so when opened
+
+
+def run_identity(record: dict[str, Any], ignored: Iterable[str] = IDENTITY_IGNORED) -> str:
+    """``record`` (a ``config.json`` object) as canonical JSON without the ``ignored`` keys: two records
+    of the same run have the same identity."""
+    ignored = set(ignored)
+    return json.dumps({key: value for key, value in record.items() if key not in ignored}, sort_keys=True,
+                      default=str)
+
+
+def runs_by_identity(root: str | Path) -> dict[str, Path]:
+    """The run directories directly under ``root`` by :func:`run_identity` of their ``config.json``
+    (unreadable ones left out; of two with the same identity, the first by name)."""
+    index: dict[str, Path] = {}
+    for path in _config_files(Path(root), 1):
+        existing = _readable_config(path)
+        if existing is not None:
+            index.setdefault(run_identity(existing), path.parent)
+    return index
+
+
+def find_same_run(root: str | Path, record: dict[str, Any]) -> Path | None:
+    """The run directory directly under ``root`` whose ``config.json`` equals ``record`` in every key but
+    :data:`IDENTITY_IGNORED`, whatever its name (for example a name given by an earlier version); None if
+    there is none. Sweeps, comparisons and ``diffenvs-train`` resume such a run instead of starting anew."""
+    return runs_by_identity(root).get(run_identity(record))
+
+
+def _matches(config: dict[str, Any], name: str, wanted: Any) -> bool:
+    """Whether ``config`` has ``wanted`` (a value, or a list/tuple/set of allowed values) for filter ``name``."""
+    from diffenvs.registry import canonical_name
+    allowed = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+    try:
+        task = canonical_name(config.get("task", ""))
+    except ValueError:
+        return False
+    if name == "task":
+        return task in {canonical_name(value) for value in allowed}
+    import dataclasses
+    import diffenvs
+    from trainers.config import TrainConfig
+    from trainers.presets import COMPLEXITY_LEVELS
+    env_params = {**dataclasses.asdict(diffenvs.make(task).default_params), **(config.get("env_params") or {})}
+    if name == "level":
+        name = COMPLEXITY_LEVELS[task][0]
+    if name == "strategy":
+        value = config.get("algo", config.get("strategy"))
+    elif name in env_params and name not in config:
+        value = env_params[name]
+    else:
+        defaults = TrainConfig().to_dict() | {"precision": "float32", "gradient_variance": False,
+                                              "strategy_options": {}, "controller": "study"}
+        if name not in config and name not in defaults:
+            return False
+        value = config.get(name, defaults.get(name))
+    return any(value == option for option in allowed)
+
+
+def find_run_dirs(root: str | Path, **filters: Any) -> list[Path]:
+    """Run directories under ``root`` (``root`` itself or at any depth below it) whose ``config.json``
+    matches every filter, whatever the directories are called; sorted by path.
+
+    A filter is ``key=value`` or ``key=[value, ...]`` (any of them): ``task`` in any spelling
+    ("cartpole", "CartPole"), ``level`` (the task's complexity value: poles, rc or target state),
+    ``strategy`` (a strategy name, or an RL baseline's algorithm), an environment parameter
+    (``num_poles=2``), or any other key of ``config.json`` (``clip="norm"``, ``seed=0``,
+    ``learning_rate=3e-4``); a key the record omits takes its default. Example::
+
+        find_run_dirs("runs", task="cartpole", level=2, strategy=["bptt", "combined"], seed=0)
+    """
+    if "task" in filters:
+        from diffenvs.registry import canonical_name
+        tasks = filters["task"] if isinstance(filters["task"], (list, tuple, set, frozenset)) else [filters["task"]]
+        for task in tasks:
+            try:
+                canonical_name(task)
+            except ValueError as error:
+                raise ValueError(f"task: {error}") from None
+    root = Path(root)
+    found = []
+    for path in _config_files(root, None):
+        config = _readable_config(path)
+        if config is not None and all(_matches(config, name, value) for name, value in filters.items()):
+            found.append(path.parent)
+    return found

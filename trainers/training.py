@@ -76,7 +76,10 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
     of an uninterrupted run. A configuration that differs only in ``epochs`` continues (or, with fewer
     epochs, leaves) the run: the metrics equal those of a run trained to that many epochs from the
     start. ``overwrite`` discards an existing run. ``callback(row)`` is called after each epoch is
-    recorded (and checkpointed when due); raising from it stops the run. ``controller`` replaces the
+    recorded (and checkpointed when due) with that epoch's metrics (``epoch``, the losses,
+    ``update_norm_squared``, ``epoch_seconds`` and the strategy's metrics; ``cosine`` only for strategies
+    that compute it, such as ``combined``, so that a logger never receives a NaN placeholder); raising
+    from it stops the run. ``controller`` replaces the
     study's network; ``optimizer`` (any optax transformation) replaces the named optimizer and the
     clipping.
 

@@ -54,6 +54,7 @@ training set; the test states are never trained on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import inspect
 import json
@@ -61,7 +62,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -71,16 +72,18 @@ from diffenvs.core import EnvState
 from diffenvs.registry import ALIASES, canonical_name
 from trainers import rundir
 from trainers.checks import check_count, check_finite_positive
-from trainers.cli import HelpFormatter
-from trainers.training import initial_states
+from trainers.cli import CommandParser, HelpFormatter
+from trainers.config import run_name
+from trainers.engine import run_test_states
+from trainers.policy import (
+    BRAX_NETWORK_KEYS, POLICY_FILE, brax_actions, brax_network_factory, save_brax_policy, scaled_controls,
+)
 
 ALGOS = ("ppo", "sac", "apg")
 TASKS = tuple(ALIASES)
 BASELINE_COLUMNS = ("epoch", "env_steps", "wall_seconds", "eval_seconds", "train_loss", "test_loss")
 """Columns of a baseline run's ``metrics.csv`` (epoch = evaluation index, 0 = before training)."""
 
-_NETWORK_KEYS = {"ppo": ("policy_hidden_layer_sizes", "value_hidden_layer_sizes"),
-                 "sac": ("hidden_layer_sizes",), "apg": ("hidden_layer_sizes",)}
 _MANAGED = ("environment", "num_timesteps", "policy_updates", "episode_length", "num_evals", "eval_env",
             "num_eval_envs", "wrap_env", "wrap_env_fn", "progress_fn", "policy_params_fn", "seed",
             "deterministic_eval", "network_factory", "action_repeat", "randomization_fn", "run_evals")
@@ -124,16 +127,6 @@ def _brax_train(algo: str) -> Callable[..., Any]:
     return train
 
 
-def _network_factory(algo: str) -> Callable[..., Any]:
-    if algo == "ppo":
-        from brax.training.agents.ppo.networks import make_ppo_networks as factory
-    elif algo == "sac":
-        from brax.training.agents.sac.networks import make_sac_networks as factory
-    else:
-        from brax.training.agents.apg.networks import make_apg_networks as factory
-    return factory
-
-
 def check_algo(algo: Any) -> str:
     if algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
@@ -148,7 +141,7 @@ def default_hyperparameters(algo: str, task: str) -> dict[str, Any]:
 
 def _allowed_hyperparameters(algo: str) -> set[str]:
     signature = inspect.signature(_brax_train(algo)).parameters
-    return (set(signature) - set(_MANAGED)) | set(_NETWORK_KEYS[algo]) | {"eval_every", "num_timesteps"}
+    return (set(signature) - set(_MANAGED)) | set(BRAX_NETWORK_KEYS[algo]) | {"eval_every", "num_timesteps"}
 
 
 class BaselineResult(NamedTuple):
@@ -173,9 +166,7 @@ def short_task_name(task: str) -> str:
 
 def evaluation_states(task: str, env_params: dict | None, seed: int, num_test: int) -> EnvState:
     """The trainers' test initial states for ``seed``: ``initial_states(env, test_key, num_test)``."""
-    env = diffenvs.make(task, **(env_params or {}))
-    _, test_key, _, _ = jax.random.split(jax.random.PRNGKey(seed), 4)
-    return initial_states(env, test_key, num_test)
+    return run_test_states(diffenvs.make(task, **(env_params or {})), seed, num_test)
 
 
 def _test_set_env_class():
@@ -223,9 +214,10 @@ def train_baseline(task: str, algo: str, *, env_params: dict | None = None, acti
     ``time_budget_seconds`` of training wall time (with only a time budget, the step budget is
     unlimited). The deterministic policy is evaluated before training and every ``eval_every``
     environment steps. ``hyperparameters`` override :func:`default_hyperparameters` (brax ``train``
-    arguments and network sizes). With ``out`` the run directory gets ``config.json`` and
-    ``metrics.csv`` (columns :data:`BASELINE_COLUMNS`); an existing run there is refused unless
-    ``overwrite``. Runs are not resumable. Invalid input raises ValueError before anything compiles.
+    arguments and network sizes). With ``out`` the run directory gets ``config.json``,
+    ``metrics.csv`` (columns :data:`BASELINE_COLUMNS`) and, rewritten at every evaluation,
+    ``policy.npz``: the params of the last evaluation, whose test loss is the last row (load it with
+    :func:`trainers.policy.load_policy`); an existing run there is refused unless ``overwrite``. Runs are not resumable. Invalid input raises ValueError before anything compiles.
     """
     from diffenvs.brax_adapter import BraxEnv, check_action_scale
 
@@ -266,7 +258,7 @@ def train_baseline(task: str, algo: str, *, env_params: dict | None = None, acti
     # --- the brax call ---------------------------------------------------------------------------
     steps_limit = num_timesteps if num_timesteps is not None else eval_every * _UNLIMITED_EVALUATIONS
     num_evals = -(-steps_limit // eval_every) + 1
-    network_kwargs = {key: tuple(hyper.pop(key)) for key in _NETWORK_KEYS[algo] if key in hyper}
+    network_kwargs = {key: tuple(hyper.pop(key)) for key in BRAX_NETWORK_KEYS[algo] if key in hyper}
     hyper.pop("eval_every", None)
     hyper.pop("num_timesteps", None)
     brax_kwargs = dict(hyper)
@@ -304,14 +296,15 @@ def train_baseline(task: str, algo: str, *, env_params: dict | None = None, acti
         "task": short, "env_params": env_params, "strategy": algo, "algo": algo, "clip": "none",
         "action_scale": env.action_scale, "seed": int(seed), "num_test": num_test,
         "num_timesteps": num_timesteps, "time_budget_seconds": time_budget_seconds, "eval_every": eval_every,
-        "episode_length": num_steps,
+        "episode_length": num_steps, "observation_size": env.observation_size, "action_size": env.action_size,
         "hyperparameters": {**{k: v for k, v in brax_kwargs.items() if k not in ("policy_updates",)},
                             **{k: list(v) for k, v in network_kwargs.items()}},
         "resumable": False, "diffenvs_version": diffenvs.__version__, "brax_version": _brax_version(),
     }
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / rundir.METRICS_FILE).unlink(missing_ok=True)
+        for name in (rundir.METRICS_FILE, POLICY_FILE):
+            (run_dir / name).unlink(missing_ok=True)
         rundir.write_config(run_dir, json.loads(json.dumps(record)))
 
     rows: list[dict[str, float]] = []
@@ -331,6 +324,8 @@ def train_baseline(task: str, algo: str, *, env_params: dict | None = None, acti
                 rundir.write_metrics(run_dir, rows, BASELINE_COLUMNS)
             else:
                 rundir.append_metrics(run_dir, row, BASELINE_COLUMNS)
+            if evaluated:                         # the params this evaluation ran, with its index
+                save_brax_policy(run_dir, epoch, evaluated[-1])
         if not quiet:
             print(f"evaluation {epoch}: {env_steps} env steps, {wall:.1f} s, test loss {row['test_loss']:.4g}",
                   flush=True)
@@ -339,16 +334,43 @@ def train_baseline(task: str, algo: str, *, env_params: dict | None = None, acti
             raise _BudgetReached
 
     train_fn = _brax_train(algo)
-    network_factory = functools.partial(_network_factory(algo), **network_kwargs)
+    network_factory = functools.partial(brax_network_factory(algo), **network_kwargs)
+    evaluated: list[Any] = []
     clock["start"] = time.perf_counter()
     try:
-        make_policy, params, _ = train_fn(
-            environment=env, episode_length=num_steps, num_evals=num_evals, eval_env=eval_env,
-            num_eval_envs=num_test, wrap_env_fn=wrap_env_fn, deterministic_eval=True, seed=int(seed),
-            network_factory=network_factory, progress_fn=progress_fn, **brax_kwargs)
+        with _recording_evaluations(evaluated):
+            make_policy, params, _ = train_fn(
+                environment=env, episode_length=num_steps, num_evals=num_evals, eval_env=eval_env,
+                num_eval_envs=num_test, wrap_env_fn=wrap_env_fn, deterministic_eval=True, seed=int(seed),
+                network_factory=network_factory, progress_fn=progress_fn, **brax_kwargs)
     except _BudgetReached:
         make_policy, params = None, None
     return BaselineResult(make_policy, params, rows, run_dir)
+
+
+@contextlib.contextmanager
+def _recording_evaluations(evaluated: list[Any]) -> Iterator[None]:
+    """While it is active, every evaluation of brax's evaluator (``brax.training.acting.Evaluator``,
+    which PPO, SAC and APG build inside ``train``) first appends the params it evaluates, as numpy
+    ``(normaliser, policy params)``, to ``evaluated``; brax's ``progress_fn`` follows each evaluation.
+
+    brax's PPO passes the same params to its ``policy_params_fn`` callback, but SAC and APG have no such
+    callback, so the evaluator class is replaced for the duration of the ``with`` block (in this process;
+    do not train two brax baselines in threads of one process at once).
+    """
+    from brax.training import acting
+    original = acting.Evaluator
+
+    class RecordingEvaluator(original):
+        def run_evaluation(self, policy_params: Any, training_metrics: Any, *args: Any, **kwargs: Any) -> Any:
+            evaluated[:] = [jax.tree.map(np.asarray, (policy_params[0], policy_params[1]))]
+            return super().run_evaluation(policy_params, training_metrics, *args, **kwargs)
+
+    acting.Evaluator = RecordingEvaluator
+    try:
+        yield
+    finally:
+        acting.Evaluator = original
 
 
 def _brax_version() -> str:
@@ -359,15 +381,9 @@ def _brax_version() -> str:
 def policy_controller(make_policy: Callable[..., Any], action_scale: float, action_shape: tuple[int, ...]):
     """The brax policy's deterministic action as a trainers ``Controller`` (params = brax's params):
     ``action_scale * clip(mean_action(flattened observation), -1, 1)`` reshaped to ``action_shape``."""
-    import jax.numpy as jnp
     from trainers.networks import Controller
-
-    def apply(params: Any, observations: jax.Array) -> jax.Array:
-        batch = observations.shape[0]
-        actions, _ = make_policy(params, deterministic=True)(observations.reshape(batch, -1), jax.random.PRNGKey(0))
-        return action_scale * jnp.clip(actions, -1.0, 1.0).reshape(batch, *action_shape)
-
-    return Controller(init=lambda key: None, apply=apply)
+    return Controller(init=lambda key: None,
+                      apply=scaled_controls(brax_actions(make_policy, action_shape), action_scale))
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -377,7 +393,7 @@ def _per_algorithm(name: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="diffenvs-baseline",
         description="Train an RL baseline (brax PPO, SAC or APG, unmodified) on a diffenvs task and evaluate "
                     "its deterministic policy on the trainers' test set for the same seed with the trainers' "
@@ -463,9 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = _parse_overrides(args.set or [])
     except ValueError as error:
         parser.error(flag_message(str(error), flags))
-    _, parameter, label = LEVEL_FLAGS[args.task]
+    _, parameter, _ = LEVEL_FLAGS[args.task]
     level = getattr(env.default_params, parameter)
-    out = args.out or Path("runs") / f"{args.task}-{label}{level:g}-{args.algo}-seed{args.seed}"
+    out = args.out or Path("runs") / run_name({"task": args.task, "env_params": {parameter: level},
+                                               "algo": args.algo, "seed": args.seed})
     problem = _check_out_path(out)
     if problem:
         parser.error(problem)

@@ -6,7 +6,7 @@ gradient strategies with :func:`trainers.training.train` on the study protocol a
 (``minutes``). Finished runs are skipped: gradient runs resume from their checkpoint, RL runs (which
 brax cannot resume) are restarted when unfinished. ``comparison_table`` reads the run directories
 (or a run archive, which keeps them in git) back and reports, per run, the test loss after 1 and 5
-minutes and at the end of the budget, the best test loss, the environment steps and the wall time used.
+minutes (NaN, shown as "–", for a run that stopped before) and at the end of the budget, the best test loss, the environment steps and the wall time used.
 
 Wall time: for RL runs the training time since brax's ``train`` was called (set-up and compilation
 included, test-set evaluations excluded); for gradient runs the summed epoch times (compilation
@@ -33,7 +33,8 @@ from trainers.checks import check_finite_positive
 from trainers.experiments.plotting import RunRecord, csv_text, find_runs, plot_comparison, run_level, strategy_label, x_values
 from trainers.presets import COMPLEXITY_LEVELS, study_preset
 from trainers.strategies import parse_strategy, strategy_names
-from trainers.training import strategy_fields, train
+from trainers.config import run_name as config_run_name
+from trainers.training import TrainConfig, strategy_fields, train
 
 DEFAULT_CASES = ("cartpole:1", "cartpole:2", "cartpole:4", "guidance:0.01", "quantum:3")
 """The cases of the published comparison (issue 5): TASK:LEVEL."""
@@ -66,10 +67,36 @@ def parse_case(text: str) -> tuple[str, Any]:
     return name, level
 
 
+def _config(task: str, level: Any, method: str, seed: int) -> TrainConfig | dict[str, Any]:
+    """The configuration of a comparison run: a TrainConfig for a gradient strategy, the identifying keys
+    of the config record for an RL method."""
+    if method in ALGOS:
+        return {"task": short_task_name(task), "env_params": {COMPLEXITY_LEVELS[canonical_name(task)][0]: level},
+                "algo": method, "seed": seed}
+    return study_preset(task, level, **strategy_fields(method), clip=GRADIENT_CLIP, seed=seed, epochs=MAX_EPOCHS,
+                        checkpoint_every=50)
+
+
 def run_name(task: str, level: Any, method: str, seed: int) -> str:
-    parameter = COMPLEXITY_LEVELS[canonical_name(task)][0]
-    spelled = "".join(c if c.isalnum() or c in "._" else "-" for c in method)   # e.g. shac:horizon=16
-    return f"{short_task_name(task)}-{parameter}{level}-{spelled}-seed{seed}"
+    """The directory name of a comparison run (:func:`trainers.config.run_name`, as every command names
+    its runs), e.g. ``cartpole-poles2-ppo-seed0``."""
+    return config_run_name(_config(task, level, method, seed))
+
+
+def run_dir_for(out: Path, task: str, level: Any, method: str, seed: int) -> Path:
+    """The run directory of a comparison run under ``out``: ``out/`` :func:`run_name`, or the directory that
+    already holds that run under another name (an earlier version's), found by its ``config.json``."""
+    config = _config(task, level, method, seed)
+    run_dir = out / config_run_name(config)
+    if (run_dir / rundir.CONFIG_FILE).exists() or not out.is_dir():
+        return run_dir
+    if isinstance(config, TrainConfig):
+        earlier = rundir.find_same_run(out, {**config.to_dict(), "controller": "study"})
+    else:
+        found = [path for path in rundir.find_run_dirs(out, task=task, level=level, strategy=method, seed=seed)
+                 if path.parent == out and "algo" in (rundir.read_config(path) or {})]
+        earlier = found[0] if found else None
+    return earlier if earlier is not None else run_dir
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:
@@ -111,7 +138,7 @@ def run_comparison(out: str | Path, *, cases: Sequence[str] = DEFAULT_CASES,
     for task, level in parsed:
         parameter = COMPLEXITY_LEVELS[task][0]
         for method in methods:
-            run_dir = out / run_name(task, level, method, seed)
+            run_dir = run_dir_for(out, task, level, method, seed)
             run_dirs.append(run_dir)
             if method in ALGOS:
                 if _baseline_finished(run_dir, budget_seconds):
@@ -122,8 +149,7 @@ def run_comparison(out: str | Path, *, cases: Sequence[str] = DEFAULT_CASES,
                                time_budget_seconds=budget_seconds, out=run_dir, overwrite=True, quiet=quiet,
                                **(baseline_options or {}).get(method, {}))
             else:
-                config = study_preset(task, level, **strategy_fields(method), clip=GRADIENT_CLIP, seed=seed,
-                                      epochs=MAX_EPOCHS, checkpoint_every=50)
+                config = _config(task, level, method, seed)
                 log(f"{run_dir.name}: {method} (clip {GRADIENT_CLIP}) for {minutes:g} min")
                 train(config, out=run_dir, minutes=minutes, quiet=quiet)
     return run_dirs
@@ -133,6 +159,17 @@ def _loss_at(positions: np.ndarray, losses: np.ndarray, limit: float) -> float:
     """The test loss of the last evaluation at or before ``limit`` (seconds or steps of training)."""
     index = np.searchsorted(positions, limit, side="right") - 1
     return float(losses[index]) if index >= 0 else math.nan
+
+
+def _loss_within(positions: np.ndarray, losses: np.ndarray, limit: float) -> float:
+    """:func:`_loss_at` for a run that trained at least ``limit`` (seconds or steps); NaN for one that
+    stopped before it (its last loss is not a loss at ``limit``)."""
+    return _loss_at(positions, losses, limit) if len(positions) and positions[-1] >= limit else math.nan
+
+
+def _cell(value: float) -> str:
+    """A loss in a markdown table: 3 significant digits, "–" for NaN (a budget the run never reached)."""
+    return "–" if math.isnan(value) else f"{value:.3g}"
 
 
 def _sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -160,8 +197,8 @@ def comparison_table(runs: Sequence[str | Path | RunRecord]) -> list[dict[str, A
         budget = config.get("time_budget_seconds")
         rows.append({**_identity(record),
                      "minutes": round(budget / 60.0, 3) if budget else round(float(seconds[-1]) / 60.0, 3),
-                     "loss_start": float(losses[0]), "loss_1min": _loss_at(seconds, losses, 60.0),
-                     "loss_5min": _loss_at(seconds, losses, 300.0), "loss_final": float(losses[-1]),
+                     "loss_start": float(losses[0]), "loss_1min": _loss_within(seconds, losses, 60.0),
+                     "loss_5min": _loss_within(seconds, losses, 300.0), "loss_final": float(losses[-1]),
                      "loss_best": float(np.nanmin(losses)), "env_steps": int(steps[-1]),
                      "wall_seconds": float(seconds[-1]), "rows": len(losses), "run_dir": str(record.run_dir)})
     return _sorted(rows)
@@ -191,7 +228,7 @@ def steps_table(runs: Sequence[str | Path | RunRecord], step_counts: Sequence[fl
         steps = x_values(record, "env_steps")
         row = {**_identity(record), "env_steps": int(steps[-1])}
         for count in counts:
-            row[f"steps_{count}"] = _loss_at(steps, losses, count) if count <= steps[-1] else math.nan
+            row[f"steps_{count}"] = _loss_within(steps, losses, count)
         row["loss_last_median"] = float(np.nanmedian(losses[-LAST_EVALUATIONS:]))
         rows.append(row)
     return _sorted(rows)
@@ -204,8 +241,7 @@ def steps_markdown(rows: Sequence[dict[str, Any]], step_counts: Sequence[float])
     lines = [f"| task | level | method | {header} | env steps | median of the last {LAST_EVALUATIONS} evaluations |",
              "|---|---|---|" + "---|" * (len(counts) + 2)]
     for row in rows:
-        cells = " | ".join("–" if math.isnan(row[f"steps_{count}"]) else f"{row[f'steps_{count}']:.3g}"
-                           for count in counts)
+        cells = " | ".join(_cell(row[f"steps_{count}"]) for count in counts)
         lines.append(f"| {row['task']} | {row['level']} | {row['method']} | {cells} | {row['env_steps']:.3g} | "
                      f"{row['loss_last_median']:.3g} |")
     return "\n".join(lines) + "\n"
@@ -226,9 +262,10 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| task | level | method | test loss: start | 1 min | 5 min | end | best | env steps | wall time |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['task']} | {row['level']} | {row['method']} | {row['loss_start']:.3g} | "
-                     f"{row['loss_1min']:.3g} | {row['loss_5min']:.3g} | {row['loss_final']:.3g} | "
-                     f"{row['loss_best']:.3g} | {row['env_steps']:.3g} | {row['wall_seconds'] / 60:.1f} min |")
+        losses = " | ".join(_cell(row[key]) for key in ("loss_start", "loss_1min", "loss_5min", "loss_final",
+                                                          "loss_best"))
+        lines.append(f"| {row['task']} | {row['level']} | {row['method']} | {losses} | {row['env_steps']:.3g} | "
+                     f"{row['wall_seconds'] / 60:.1f} min |")
     return "\n".join(lines) + "\n"
 
 
@@ -248,9 +285,9 @@ COMPARE_FLAGS = {"at-steps": "--at-steps", "cases": "--cases", "methods": "--met
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-compare``."""
-    from trainers.cli import HelpFormatter, _check_out_path, check_file_path, flag_message
+    from trainers.cli import CommandParser, HelpFormatter, _check_out_path, check_file_path, flag_message
 
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="diffenvs-compare",
         description="Run the RL comparison: for each case, the methods (by default brax PPO, SAC and APG and the "
                     f"gradient strategies {' and '.join(GRADIENT_STRATEGIES)}; any registered strategy, such as shac "
@@ -292,8 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_finite_positive("--minutes", args.minutes)
         _step_counts(args.at_steps or [])
         if args.report_only:
-            names = [run_name(*parse_case(case), method, args.seed) for case in args.cases for method in args.methods]
-            run_dirs = [args.out / name for name in names if (args.out / name / rundir.CONFIG_FILE).exists()]
+            found = [run_dir_for(args.out, *parse_case(case), method, args.seed)
+                     for case in args.cases for method in args.methods]
+            run_dirs = [run_dir for run_dir in found if (run_dir / rundir.CONFIG_FILE).exists()]
         else:
             run_dirs = run_comparison(args.out, cases=args.cases, methods=args.methods, minutes=args.minutes,
                                       seed=args.seed, quiet=args.quiet,

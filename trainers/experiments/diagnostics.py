@@ -240,7 +240,7 @@ def diagnose_run(run_dir: str | Path, *, states: int = 32, horizons: int = 20) -
     """
     from trainers import rundir
     from trainers.presets import COMPLEXITY_LEVELS
-    from trainers.training import TrainConfig, TrainState
+    from trainers.training import TrainConfig
 
     run_dir = Path(run_dir)
     record = rundir.read_config(run_dir)
@@ -255,14 +255,13 @@ def diagnose_run(run_dir: str | Path, *, states: int = 32, horizons: int = 20) -
     problem = config.make_problem()
     init_key, tangent_key, batch = _training_batch(problem, config.seed, config.num_train, states)
     initial = problem.controller.init(init_key)
-    template = TrainState(initial, config.make_optimizer().init(initial), jax.random.PRNGKey(0))
-    loaded = rundir.load_checkpoint(run_dir, template)
+    loaded = rundir.load_checkpoint(run_dir, {"params": initial}, leading=True)     # the params of its TrainState
     if loaded is None:
         raise ValueError(f"run directory {run_dir} holds no checkpoint.npz")
     epoch, state = loaded
     parameter = COMPLEXITY_LEVELS[problem.env.name][0]
     level = getattr(problem.env_params, parameter)
-    result = _diagnose_problem(problem, state.params, batch, tangent_key, horizons)
+    result = _diagnose_problem(problem, state["params"], batch, tangent_key, horizons)
     return {"task": problem.env.name, "level": level, "parameter": parameter, "epoch": epoch,
             "strategy": config.strategy, "label": f"{parameter}={level} {config.strategy} epoch {epoch}", **result}
 
@@ -386,7 +385,9 @@ def _study_value(task: str, level: Any) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from trainers.cli import CommandParser
+
+    parser = CommandParser(
         prog="diffenvs-diagnose",
         description="At a study run's initial parameters (or at the checkpoints of --runs), for each task and "
                     "complexity level: the norm of the gradient of the loss of the first H steps against the "

@@ -205,6 +205,22 @@ def _save(figure: Any, out: str | Path) -> Path:
     return out
 
 
+def _readable_axes(axes: Any, x: str) -> None:
+    """Tick labels that read as numbers: integers on an epoch axis (no half epochs), and plain decimals
+    (``0.02``, ``1.971``) instead of powers such as 1.971×10⁰ on a log-scale test-loss axis."""
+    import matplotlib.ticker as ticker
+
+    class PlainLogFormatter(ticker.LogFormatter):
+        def _num_to_string(self, value: float, vmin: float, vmax: float) -> str:
+            return f"{value:.4g}"
+
+    if x == "epoch":
+        axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    if axes.get_yscale() == "log":
+        axes.yaxis.set_major_formatter(PlainLogFormatter())
+        axes.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+
+
 def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
@@ -383,6 +399,7 @@ def _draw_runs(axes: Any, runs: Sequence[RunRecord], colours: dict[str, str], *,
     axes.set_yscale("log")
     if x == "env_steps":
         axes.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+    _readable_axes(axes, x)
     axes.set_xlabel(X_LABELS[x])
     axes.set_ylabel("test loss")
     axes.grid(True, which="both", alpha=0.3)
@@ -425,31 +442,36 @@ def run_level(config: dict[str, Any]) -> Any:
     return config.get("env_params", {}).get(parameter, _facts(config)[1].get(parameter))
 
 
-def plot_study(paths: Sequence[str | Path], task: str, out: str | Path, *, smooth: int = 30,
-               x: str | None = None, title: str | None = None) -> Path:
-    """The study's figure for ``task``: one panel per complexity level (2 x 2 for four levels, 1 x 3 for
-    three), test loss on a log scale against ``x`` (None: epochs, or environment steps when RL baseline
-    runs are among them, see :func:`resolve_x`), a trailing moving average over ``smooth`` rows, one
-    colour per strategy and one line style per clipping mode. With several seeds a line is the median
-    across seeds and a light band spans their minimum and maximum.
-    """
+def smoothing_window(rows: int, smooth: int | None) -> int:
+    """The moving-average window for a run of ``rows`` rows: ``smooth`` if given, else a tenth of the
+    run, between 1 and 30 rows (so that a short run's curve keeps its shape)."""
+    return smooth if smooth is not None else max(1, min(30, rows // 10))
+
+
+def study_figure(paths: Sequence[str | Path | RunRecord], task: str, *, smooth: int | None = None,
+                 x: str | None = None, title: str | None = None) -> Any:
+    """The figure of :func:`plot_study` (a matplotlib Figure, not saved)."""
     from diffenvs.registry import canonical_name
     from trainers.presets import COMPLEXITY_LEVELS
     if x is not None and x not in X_AXES:
         raise ValueError(f"x must be one of {X_AXES}, got {x!r}")
+    if smooth is not None:
+        check_count("smooth", smooth)
     name = canonical_name(task)
     parameter, study_levels = COMPLEXITY_LEVELS[name]
     runs = [record for record in find_runs(paths) if canonical_name(record.config["task"]) == name]
     if not runs:
         raise ValueError(f"task: no runs of {name} under {[str(p) for p in paths]}")
     x = resolve_x(runs, x)
-    levels = list(study_levels) + sorted({run_level(r.config) for r in runs} - set(study_levels), key=str)
+    present = {run_level(r.config) for r in runs}
+    levels = [level for level in study_levels if level in present] + sorted(present - set(study_levels), key=str)
     columns = 2 if len(levels) == 4 else min(len(levels), 3)
     rows = math.ceil(len(levels) / columns)
     plt = _pyplot()
     figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
     colours = _colours([strategy_label(r.config) for r in runs])
     handles: dict[str, Any] = {}
+    windows = set()
     for panel, level in zip(axes.flat, levels):
         curves: dict[tuple[str, str], list[RunRecord]] = {}
         labels: dict[tuple[str, str], str] = {}
@@ -461,7 +483,9 @@ def plot_study(paths: Sequence[str | Path], task: str, out: str | Path, *, smoot
         for (strategy, clip), records in sorted(curves.items(), key=lambda item: (
                 list(colours).index(item[0][0]), list(LINE_STYLES).index(item[0][1]) if item[0][1] in LINE_STYLES else 9)):
             length = min(len(r.columns["test_loss"]) for r in records)
-            losses = np.stack([moving_average(r.columns["test_loss"], smooth)[:length] for r in records])
+            window = smoothing_window(length, smooth)
+            windows.add(window)
+            losses = np.stack([moving_average(r.columns["test_loss"], window)[:length] for r in records])
             xs = np.median(np.stack([x_values(r, x)[:length] for r in records]), axis=0)
             label = labels[(strategy, clip)]
             (line,) = panel.plot(xs, np.median(losses, axis=0), color=colours[strategy],
@@ -471,20 +495,34 @@ def plot_study(paths: Sequence[str | Path], task: str, out: str | Path, *, smoot
                                    linewidth=0)
             handles.setdefault(label, line)
         panel.set_yscale("log")
-        description = level_description({"task": name, "env_params": {parameter: level}})
-        panel.set_title(description + ("" if curves else " (no runs)"), fontsize=10)
+        panel.set_title(level_description({"task": name, "env_params": {parameter: level}}), fontsize=10)
         if x == "env_steps":
             panel.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        _readable_axes(panel, x)
         panel.set_xlabel(X_LABELS[x])
         panel.set_ylabel("test loss")
         panel.grid(True, which="both", alpha=0.3)
     for panel in list(axes.flat)[len(levels):]:
         panel.set_visible(False)
-    figure.suptitle(title or f"{_short_task(name)}: test loss (moving average over {smooth})")
+    spread = f"{min(windows)}" if len(windows) == 1 else f"{min(windows)}–{max(windows)}"
+    smoothing = "raw" if windows == {1} else f"moving average over {spread} rows"
+    figure.suptitle(title or f"{_short_task(name)}: test loss ({smoothing})")
     figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6), fontsize=8,
                   frameon=False)
     figure.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(handles) / 6), 1, 1))
-    return _save(figure, out)
+    return figure
+
+
+def plot_study(paths: Sequence[str | Path | RunRecord], task: str, out: str | Path, *, smooth: int | None = None,
+               x: str | None = None, title: str | None = None) -> Path:
+    """The study's figure for ``task``: one panel per complexity level that has runs (2 x 2 for four
+    levels, 1 x 3 for three), test loss on a log scale against ``x`` (None: epochs, or environment steps
+    when RL baseline runs are among them, see :func:`resolve_x`), a trailing moving average over
+    ``smooth`` rows (None: :func:`smoothing_window`, a tenth of the run up to 30 rows), one colour per
+    strategy and one line style per clipping mode. With several seeds a line is the median across seeds
+    and a light band spans their minimum and maximum. Saves a PNG at ``out``.
+    """
+    return _save(study_figure(paths, task, smooth=smooth, x=x, title=title), out)
 
 
 SUMMARY_COLUMNS = ("task", "level", "strategy", "clip", "runs", "median", "min", "max", "q25", "q75",
@@ -494,13 +532,14 @@ RUN_COLUMNS = ("task", "level", "strategy", "clip", "seed", "epochs", "last_epoc
 
 
 def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 50, reach: float = 0.01,
-                  smooth: int = 30) -> tuple[list[dict], list[dict], str]:
+                  smooth: int | None = None) -> tuple[list[dict], list[dict], str]:
     """Per run the median test loss of its last ``last`` rows (epoch 0 excluded); across seeds, per (task,
     level, strategy, clip), the median and spread (min, max, quartiles) of those medians.
 
-    Speed of convergence: per run ``best_smoothed``, the lowest trailing moving average (``smooth`` rows, as
-    in the figure) of the test loss, and ``reached_epoch``, the first epoch at which that average is below
-    ``reach`` (empty if never); across seeds ``reached_runs`` (how many reached it) and
+    Speed of convergence: per run ``reached_epoch``, the first epoch at which the test loss itself (not
+    smoothed, so that a moving average's lag never delays it) is below ``reach`` (empty if never), and
+    ``best_smoothed``, the lowest trailing moving average of the test loss (``smooth`` rows, None: as in
+    the figure, :func:`smoothing_window`); across seeds ``reached_runs`` (how many reached it) and
     ``reached_epoch_median`` (the median epoch among those, empty if none).
 
     Writes ``out`` (the summary CSV), ``<out stem>_runs.csv`` (the per-run rows) and ``<out stem>.md`` (the
@@ -508,7 +547,8 @@ def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 5
     "finished", "failed" (failed.json from a sweep: stopped by a non-finite value) or "partial".
     """
     check_count("last", last)
-    check_count("smooth", smooth)
+    if smooth is not None:
+        check_count("smooth", smooth)
     if not (isinstance(reach, (int, float)) and math.isfinite(reach) and reach > 0):
         raise ValueError(f"reach must be a finite loss > 0, got {reach!r}")
     run_rows = []
@@ -521,8 +561,8 @@ def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 5
         target = config.get("epochs")
         status = ("failed" if record.failed else
                   "finished" if target is None or last_epoch >= int(target) else "partial")
-        smoothed = moving_average(losses, smooth)
-        below = np.flatnonzero(smoothed < reach)
+        smoothed = moving_average(losses, smoothing_window(len(losses), smooth))
+        below = np.flatnonzero(losses < reach)
         run_rows.append({"task": config["task"], "level": run_level(config), "strategy": strategy_label(config),
                          "clip": str(config.get("clip", "none")), "seed": config.get("seed"),
                          "epochs": target, "last_epoch": last_epoch, "status": status,
@@ -548,7 +588,7 @@ def summary_table(paths: Sequence[str | Path], out: str | Path, *, last: int = 5
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(csv_text(summary, SUMMARY_COLUMNS))
     out.with_name(out.stem + "_runs.csv").write_text(csv_text(run_rows, RUN_COLUMNS))
-    markdown = _markdown(summary, last, reach, smooth)
+    markdown = _markdown(summary, last, reach)
     out.with_suffix(".md").write_text(markdown)
     return run_rows, summary, markdown
 
@@ -563,10 +603,10 @@ def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def _markdown(summary: list[dict], last: int, reach: float, smooth: int) -> str:
+def _markdown(summary: list[dict], last: int, reach: float) -> str:
     lines = [f"Median test loss of the last {last} epochs per run; across seeds: median, min and max. Last column: "
-             f"the median epoch at which the moving average over {smooth} epochs first fell below {reach:g}, "
-             "and in how many runs it did.", "",
+             f"the median epoch at which the test loss first fell below {reach:g}, and in how many runs it did.",
+             "",
              f"| task | level | strategy | clip | runs | median | min | max | below {reach:g} at epoch (runs) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in summary:

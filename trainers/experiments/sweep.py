@@ -1,9 +1,11 @@
 """Sweeps: a grid of training runs (task x level x strategy x clipping x seed), trained in vmapped groups.
 
 Every run of a sweep is an ordinary run directory of :func:`trainers.training.train` (the same
-``config.json``, ``metrics.csv`` and ``checkpoint.npz``) named deterministically under the output
-root, so ``train`` or ``diffenvs-train`` recognises and resumes it, and a sweep skips finished runs and
-resumes interrupted ones from their checkpoints.
+``config.json``, ``metrics.csv`` and ``checkpoint.npz``) under the output root, named by
+:func:`trainers.config.run_name` as ``diffenvs-train`` names its runs, so ``train`` or ``diffenvs-train``
+recognises and resumes it, and a sweep skips finished runs and resumes interrupted ones from their
+checkpoints. A run already under the root with another name (an earlier version's, or renamed) is found
+by its ``config.json`` and resumed where it is.
 
 Runs that share shapes (same task, environment parameters, data sizes, optimizer, learning rate and
 strategy family) train together as ONE jitted, vmapped epoch program of :mod:`trainers.engine`, the
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -32,7 +33,7 @@ import numpy as np
 import diffenvs
 from diffenvs.registry import canonical_name
 from trainers import rundir
-from trainers.config import CLIP_MODES, TrainConfig, strategy_fields
+from trainers.config import CLIP_MODES, TrainConfig, run_name, strategy_fields
 from trainers.engine import (
     GATED_STRATEGIES, Member, group_key, program_for, request_host_devices, train_members,
 )
@@ -160,32 +161,6 @@ def config_record(config: TrainConfig) -> dict[str, Any]:
     return {**config.to_dict(), "controller": "study", "diffenvs_version": diffenvs.__version__}
 
 
-def _format_value(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def run_name(config: TrainConfig) -> str:
-    """Deterministic directory name: task, level, strategy, clip, seed and a hash of the whole config
-    except ``epochs``."""
-    record = config.to_dict()
-    parameter = COMPLEXITY_LEVELS.get(config.task, (None,))[0]
-    level = record["env_params"].get(parameter)
-    strategy = record["strategy"].replace("custom:", "custom-")
-    if strategy == "truncated":
-        strategy = f"truncated{config.truncate_every}"
-    elif strategy == "es":
-        strategy = f"es{config.es_population}"
-    if config.strategy_options:
-        strategy += "-" + "-".join(f"{key}{_format_value(value)}" for key, value in sorted(config.strategy_options.items()))
-    if config.precision != "float32":
-        strategy += f"-{config.precision}"
-    # epochs are not part of the name: a sweep asked for more epochs continues its finished runs
-    digest = hashlib.sha1(json.dumps({k: v for k, v in record.items() if k != "epochs"},
-                                     sort_keys=True).encode()).hexdigest()[:8]
-    level_part = f"-{parameter}{_format_value(level)}" if level is not None else ""
-    return f"{config.task}{level_part}-{strategy}-{config.clip}-seed{config.seed}-{digest}"
-
-
 class Run(NamedTuple):
     """One run of a sweep: its configuration, directory name and directory."""
 
@@ -235,8 +210,14 @@ def plan(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | str =
     out_root = Path(out_root)
     by_key: dict[str, list[Run]] = {}
     names: dict[str, TrainConfig] = {}
+    earlier: dict[str, Path] | None = None
     for config in spec.configs():
         name = run_name(config)
+        if not (out_root / name / rundir.CONFIG_FILE).exists():     # resumed under an earlier name, if any
+            if earlier is None:
+                earlier = rundir.runs_by_identity(out_root)
+            found = earlier.get(rundir.run_identity(config_record(config)))
+            name = found.name if found is not None else name
         if name in names:
             if names[name] == config:
                 continue
@@ -435,7 +416,9 @@ def _parse_assignment(text: str, flag: str) -> tuple[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from trainers.cli import CommandParser
+
+    parser = CommandParser(
         prog="diffenvs-sweep",
         description="Train a grid of runs (task x level x strategy x clipping x seed) with the study protocol, "
                     "in vmapped groups, into run directories under OUT. Finished runs are skipped and "

@@ -32,7 +32,9 @@ epoch time). Metric ``hig_rank``: the number of singular values kept.
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from typing import Any
 
 import jax
@@ -78,8 +80,55 @@ def control_jacobian(problem: Problem, params: Any, trajectory: EnvState) -> Arr
     return jacobians.reshape(-1, flat.shape[0])
 
 
+HOST_BLAS_THREADS: int | None = 1
+"""Threads of numpy's BLAS (OpenBLAS) while the host computes the half-inverse; None leaves numpy's
+setting. One: OpenBLAS's threads wait for each other by spinning, so beside XLA's threads and any other
+busy process they lose most of their time to waiting (the decomposition of the one-pole cart-pole took
+several times longer beside one other CPU-bound process with numpy's two threads than with one;
+``benchmarks/hig_under_load.py``), and one thread was the faster on a 2-core machine in every
+measurement."""
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
+
+
+class _HostBlasThreads:
+    """While any host decomposition runs, numpy's BLAS uses :data:`HOST_BLAS_THREADS` threads; the
+    process's own setting is restored when the last one ends (callbacks of a group split over several
+    devices may run at the same time)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._users = 0
+        self._limiter: Any = None
+
+    def __enter__(self) -> None:
+        with self._guard:
+            if self._users == 0 and HOST_BLAS_THREADS is not None:
+                self._limiter = _blas_controller().limit(limits=HOST_BLAS_THREADS, user_api="blas")
+            self._users += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._guard:
+            self._users -= 1
+            if self._users == 0 and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+_host_blas_threads = _HostBlasThreads()
+
+
 def _half_inverse_host(jacobian: np.ndarray, vector: np.ndarray, truncation: float) -> tuple[np.ndarray, np.ndarray]:
-    """numpy, float64: see :func:`half_inverse_apply`."""
+    """numpy, float64, BLAS limited to :data:`HOST_BLAS_THREADS`: see :func:`half_inverse_apply`."""
+    with _host_blas_threads:
+        return _half_inverse_numpy(jacobian, vector, truncation)
+
+
+def _half_inverse_numpy(jacobian: np.ndarray, vector: np.ndarray, truncation: float) -> tuple[np.ndarray, np.ndarray]:
     matrix = np.asarray(jacobian, np.float64)
     target = np.asarray(vector, np.float64)
     rows, columns = matrix.shape
@@ -106,7 +155,11 @@ def half_inverse_apply(jacobian: Array, vector: Array, truncation: float) -> tup
     squares lose half the digits), below any useful truncation of a float32 Jacobian. On this project's
     2-core CPU, ``jnp.linalg.svd`` of the 800 × 11301 cart-pole Jacobian took 139 s per update and a
     float64 Gram matrix in jax can not be formed inside a float32 vmapped program; this takes seconds.
-    Under ``vmap`` (a sweep group) the runs are computed one after the other.
+    On-device float32 alternatives measured against it (``benchmarks/hig_under_load.py``): the Gram
+    matrix's ``jnp.linalg.eigh`` loses the small singular values to float32 (hundreds of spurious ones
+    kept), and a QR of Jᵀ followed by the SVD of its triangle is accurate but slower than this. Numpy's
+    BLAS runs single-threaded here (:data:`HOST_BLAS_THREADS`), which keeps the time nearly unchanged
+    beside other busy processes. Under ``vmap`` (a sweep group) the runs are computed one after the other.
     """
     result_shapes = (jax.ShapeDtypeStruct((jacobian.shape[1],), jacobian.dtype),
                      jax.ShapeDtypeStruct((), jnp.int32))

@@ -1,7 +1,9 @@
 """diffenvs: differentiable JAX physics control problems.
 
 The three problems of "Stabilizing Backpropagation Through Time to Learn Complex Physics" as pure,
-jit-, vmap- and grad-compatible functional environments, with Gymnasium ids registered on import.
+jit-, vmap- and grad-compatible functional environments, with Gymnasium ids registered on import, and
+the protocol (:class:`ControlEnv`) that any differentiable JAX environment meets to be trained with
+``trainers``: ``register`` a factory under a name, ``check_gradients`` against finite differences.
 
 Examples:
     >>> import diffenvs, jax
@@ -16,10 +18,11 @@ importing brax or gymnax is slow, and gymnax is optional (``pip install "diffenv
 from typing import Any
 
 from diffenvs.cartpole import CartPole, CartPoleParams
-from diffenvs.core import EnvState, FunctionalEnv
+from diffenvs.core import ControlEnv, EnvState, FunctionalEnv
+from diffenvs.gradcheck import GradientCheck, GradientCheckError, check_gradients
 from diffenvs.guidance import GuidanceByRepulsion, GuidanceParams
 from diffenvs.quantum import QuantumControl, QuantumParams
-from diffenvs.registry import ENVIRONMENTS, GYM_IDS, make
+from diffenvs.registry import ENVIRONMENTS, GYM_IDS, make, register, unregister
 from diffenvs.gym_adapter import GymEnv, GymVectorEnv, register_environments
 
 register_environments()
@@ -27,7 +30,8 @@ register_environments()
 __version__ = "0.2.0"     # the one place of the version: pyproject.toml reads it from here
 
 __all__ = [
-    "CartPole", "CartPoleParams", "EnvState", "FunctionalEnv", "GuidanceByRepulsion", "GuidanceParams",
+    "CartPole", "CartPoleParams", "ControlEnv", "EnvState", "FunctionalEnv", "GradientCheck",
+    "GradientCheckError", "check_gradients", "register", "unregister", "GuidanceByRepulsion", "GuidanceParams",
     "QuantumControl", "QuantumParams", "ENVIRONMENTS", "GYM_IDS", "make", "GymEnv", "GymVectorEnv",
     "register_environments", "brax_env", "BraxEnv", "gymnax_env", "GymnaxEnv",
 ]

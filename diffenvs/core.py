@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -117,8 +117,72 @@ def check_action_shape(action: Any, expected: tuple[int, ...]) -> Array:
     return action.reshape(expected)
 
 
+@runtime_checkable
+class ControlEnv(Protocol):
+    """What the trainers need of a differentiable environment: pure JAX functions of an explicit state.
+
+    The state is any pytree (arrays in nested tuples, lists, dicts, dataclasses registered as pytrees);
+    the trainers batch it with ``jax.vmap`` and differentiate through its floating-point leaves. Every
+    method takes ``params`` (None: ``default_params``) and must work under ``jax.jit``, ``jax.vmap`` and
+    ``jax.grad``. The built-in environments (:class:`FunctionalEnv` subclasses, state
+    :class:`EnvState`) meet it; so does any object with these members, whatever its base class.
+
+    * ``name``: the environment's name (str); ``default_params``: its parameters (any pytree, or None).
+    * ``initial(rng, params=None) -> state``: a state of the starting distribution (``rng`` a PRNG key).
+    * ``transition(state, action, rng=None, params=None) -> state``: one step.
+    * ``reward(state, action, next_state, rng=None, params=None) -> scalar``: the step's reward; the
+      trainers' per-step loss is minus it and an episode's loss is minus its return over the horizon.
+    * ``observation(state, rng=None, params=None) -> Array`` of shape ``observation_shape(params)``:
+      the controller's input (it may differ from the state).
+    * ``terminal(state, rng=None, params=None) -> bool scalar``: whether the episode has ended; steps
+      taken from a terminal state add no loss and no gradient (the state is frozen).
+    * ``num_steps(params=None) -> int``: the horizon, steps per episode.
+    * ``action_shape(params=None) -> tuple[int, ...]`` and ``observation_shape(params=None)``.
+
+    Optional: ``terminates_early`` (bool, default True): False promises that ``terminal`` is never true
+    before ``num_steps`` steps, and the trainers then skip the termination mask.
+    """
+
+    name: str
+    default_params: Any
+
+    def initial(self, rng: Array, params: Any = None) -> Any: ...
+
+    def transition(self, state: Any, action: Any, rng: Array | None = None, params: Any = None) -> Any: ...
+
+    def reward(self, state: Any, action: Any, next_state: Any, rng: Array | None = None,
+               params: Any = None) -> Array: ...
+
+    def observation(self, state: Any, rng: Array | None = None, params: Any = None) -> Array: ...
+
+    def terminal(self, state: Any, rng: Array | None = None, params: Any = None) -> Array: ...
+
+    def num_steps(self, params: Any = None) -> int: ...
+
+    def action_shape(self, params: Any = None) -> tuple[int, ...]: ...
+
+    def observation_shape(self, params: Any = None) -> tuple[int, ...]: ...
+
+
+PROTOCOL_METHODS = ("initial", "transition", "reward", "observation", "terminal", "num_steps", "action_shape",
+                    "observation_shape")
+"""The methods of :class:`ControlEnv`."""
+
+
+def check_control_env(env: Any, what: str = "environment") -> Any:
+    """Return ``env`` if it meets :class:`ControlEnv`, else raise ValueError naming the first missing member."""
+    for member in ("name", "default_params", *PROTOCOL_METHODS):
+        if not hasattr(env, member) or (member in PROTOCOL_METHODS and not callable(getattr(env, member))):
+            kind = "method" if member in PROTOCOL_METHODS else "attribute"
+            raise ValueError(f"{what} must meet the diffenvs.ControlEnv protocol, but {type(env).__name__} has no "
+                             f"{kind} {member!r}")
+    return env
+
+
 class FunctionalEnv(Generic[ParamsT]):
-    """Base class: a pure, single-instance environment with explicit parameters.
+    """Base class of the built-in environments: a pure, single-instance environment with explicit parameters.
+
+    It meets :class:`ControlEnv` with the state :class:`EnvState`.
 
     Subclasses set ``name`` and ``params_type`` and implement :meth:`initial_physics`,
     :meth:`step_physics`, :meth:`step_loss` and the spaces. Every method takes ``params``; when it is
@@ -127,6 +191,8 @@ class FunctionalEnv(Generic[ParamsT]):
 
     name: ClassVar[str]
     params_type: ClassVar[type]
+    terminates_early: ClassVar[bool] = False
+    """Episodes end only at the horizon (``terminal`` is ``time >= num_steps``)."""
 
     def __init__(self, params: ParamsT | None = None, **overrides: Any):
         if params is None:
@@ -163,6 +229,10 @@ class FunctionalEnv(Generic[ParamsT]):
 
     def physics_shape(self, params: ParamsT | None = None) -> tuple[int, ...]:
         raise NotImplementedError
+
+    def observation_shape(self, params: ParamsT | None = None) -> tuple[int, ...]:
+        """The shape of :meth:`observation`: the physical state's."""
+        return self.physics_shape(params)
 
     # --- Gymnasium functional-env interface ------------------------------------------------------
     def initial(self, rng: Array, params: ParamsT | None = None) -> EnvState:

@@ -144,7 +144,7 @@ def test_sweep_cli_exports_merges_and_imports(root, tmp_path, capsys):
     assert sweep_main([str(root), "--export", str(path), "--merge"]) == 0
     assert "exported 11 runs" in capsys.readouterr().out
     assert sorted(archive.read_archive(path)) == sorted(["ppo"] + list(_runs_of(root)))
-    assert sweep_main([str(tmp_path / "back"), "--import", str(path)]) == 0
+    assert sweep_main([str(tmp_path / "back"), "--import-archive", str(path)]) == 0
     assert (tmp_path / "back" / "baselines" / "ppo" / "metrics.csv").exists()
     with pytest.raises(SystemExit):
         sweep_main([str(root), "--merge"])

@@ -49,11 +49,10 @@ def _perturbed(params, key, scale=0.3):
 
 def _partial_sum_loss(problem: Problem, params, states: EnvState, horizon: int):
     """Reference: the batch loss of the first ``horizon`` steps, a plain Python loop over the steps."""
-    total, physics, time = 0.0, states.physics, states.time
+    total, current = 0.0, states
     for _ in range(horizon):
-        controls = problem.control(params, physics, time)
-        physics, loss = problem.simulate(physics, time, controls)
-        time = time + 1
+        controls = problem.control(params, current)
+        current, loss = problem.simulate(current, controls)
         total = total + loss
     return total
 
@@ -158,9 +157,9 @@ def test_lyapunov_exponent_is_the_log_growth_of_the_explicit_jacobian_product(x6
                                                          through_network=False))(params)
 
     def closed_loop(flat_physics, time):
-        physics = flat_physics.reshape(states.physics.shape[1:])
-        controls = problem.control(params, physics[None], time[None])
-        return problem.simulate(physics[None], time[None], controls)[0][0].ravel()
+        state = EnvState(flat_physics.reshape(states.physics.shape[1:])[None], time[None])
+        controls = problem.control(params, state)
+        return problem.simulate(state, controls)[0].physics[0].ravel()
 
     tangents = jax.random.normal(key, states.physics.shape, states.physics.dtype)
     jacobian, step = jax.jit(jax.jacfwd(closed_loop)), jax.jit(closed_loop)
@@ -231,7 +230,7 @@ def test_command_writes_table_figure_and_csv(tmp_path, capsys):
     (["--states", "1"], "--states must be an integer in 2..256, got 1"),
     (["--tasks", "cartpole", "--levels", "7"], "level must be one of (1, 2, 3, 4) (num_poles) for CartPole, got 7"),
     (["--tasks", "cartpole", "guidance", "--levels", "2"], "--levels: with several tasks"),
-    (["--tasks", "pendulum"], "argument --tasks: invalid choice: 'pendulum'"),
+    (["--tasks", "pendulum"], "--tasks: name must be one of ['cartpole', 'guidance', 'quantum']"),
     (["--horizons", "0"], "--horizons must be an integer >= 1, got 0"),
 ])
 def test_command_refuses_bad_flags_in_one_line(argv, message, capsys):

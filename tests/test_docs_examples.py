@@ -52,6 +52,9 @@ SHRINK[("docs/trainers.md", 3)] = {'["runs/cartpole", "runs/baselines"]': '["run
 
 SKIPPED = {("docs/diagnostics.md", 0): "run with checked replacements and assertions on its results by "
                                      "tests/test_diagnostics.py::test_the_api_example_of_the_docs_runs",
+           ("docs/own-environment.md", 0): "includes docs/examples/mass_spring.py, run by tests/test_own_environment.py",
+           ("docs/own-environment.md", 1): "includes docs/examples/mass_spring.py, run by tests/test_own_environment.py",
+           ("docs/own-environment.md", 2): "includes docs/examples/mass_spring.py, run by tests/test_own_environment.py",
            ("docs/rl-adapter.md", 0): "brax PPO for 1e6 steps (minutes of compilation and training); "
                                          "tests/test_baseline.py trains brax PPO through the same diffenvs.brax_env"}
 

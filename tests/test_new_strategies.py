@@ -180,17 +180,17 @@ def test_hig_without_truncation_is_the_half_inverse_of_a_square_jacobian(x64):
 
     # the rollout by hand: J's rows are the observations, ∂L/∂c by central differences
     def loss_with(offsets):
-        physics, total = states.physics, 0.0
+        current, total = states, 0.0
         for t in range(2):
-            controls = linear.apply(params, physics) + offsets[t][:, None]
-            physics, step = problem.simulate(physics, states.time + t, controls)
+            controls = linear.apply(params, current.physics) + offsets[t][:, None]
+            current, step = problem.simulate(current, controls)
             total = total + step
         return float(total)
 
-    rows, physics = [], states.physics
+    rows, current = [], states
     for t in range(2):
-        rows.extend(np.asarray(physics).reshape(2, -1))
-        physics, _ = problem.simulate(physics, states.time + t, linear.apply(params, physics))
+        rows.extend(np.asarray(current.physics).reshape(2, -1))
+        current, _ = problem.simulate(current, linear.apply(params, current.physics))
     jacobian = np.array(rows)                                               # (4 controls, 4 params)
     assert np.linalg.cond(jacobian) < 1e6
     sensitivities = np.zeros(4)

@@ -1,4 +1,5 @@
-"""trainers: train controllers by backpropagating through diffenvs rollouts.
+"""trainers: train controllers by backpropagating through rollouts of any differentiable JAX environment
+(the built-in diffenvs tasks, adapters, or one of your own meeting :class:`diffenvs.ControlEnv`).
 
 Examples:
     >>> from trainers import train
@@ -6,8 +7,10 @@ Examples:
 """
 
 from trainers.networks import MLP, Controller, QuantumCNN, from_flax, study_controller
-from trainers.presets import COMPLEXITY_LEVELS, study_preset
-from trainers.rollout import Problem, make_gate, rollout_loss
+from trainers.presets import (
+    COMPLEXITY_LEVELS, DEFAULT_PRESET, TASK_PRESETS, TaskPreset, add_task_preset, study_preset, task_preset,
+)
+from trainers.rollout import Problem, first_nonfinite_step, make_gate, rollout_loss
 from trainers.strategies import (
     STRATEGIES, Strategy, StrategyResult, bptt, combined, es, gated, get_strategy, modified, network_only,
     one_step, parse_strategy, register, sign_agreement, strategy_names, truncated,
@@ -18,7 +21,8 @@ from trainers.evaluation import Evaluation, evaluate_policy
 
 __all__ = [
     "MLP", "Controller", "QuantumCNN", "from_flax", "study_controller", "COMPLEXITY_LEVELS", "study_preset",
-    "Problem", "make_gate", "rollout_loss", "STRATEGIES", "Strategy", "StrategyResult", "bptt", "combined",
+    "DEFAULT_PRESET", "TASK_PRESETS", "TaskPreset", "add_task_preset", "task_preset",
+    "Problem", "first_nonfinite_step", "make_gate", "rollout_loss", "STRATEGIES", "Strategy", "StrategyResult", "bptt", "combined",
     "es", "gated", "get_strategy", "modified", "network_only", "one_step", "parse_strategy", "register",
     "sign_agreement", "strategy_names", "truncated",
     "OPTIMIZERS", "NonFiniteError", "TrainConfig", "TrainResult", "ZeroUpdateWarning", "train",

@@ -15,7 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from diffenvs.registry import ALIASES, canonical_name
+from diffenvs.registry import ALIASES, canonical_name, is_builtin
+from trainers.plugins import add_import_flag, import_modules
 from trainers.strategies import strategy_names
 from trainers.training import CLIP_MODES, OPTIMIZERS, PRECISIONS
 
@@ -31,7 +32,7 @@ FIELD_FLAGS = {"num_train": "--train-size", "num_test": "--test-size", "batch_si
                "clip_threshold": "--clip-threshold", "truncate_every": "--truncate-every",
                "es_population": "--es-population", "es_noise": "--es-noise", "seed": "--seed",
                "optimizer": "--optimizer", "clip": "--clip", "strategy": "--strategy", "task": "task",
-               "minutes": "--minutes", "out": "--out", **ENV_FLAGS}
+               "minutes": "--minutes", "out": "--out", "name": "TASK: name", **ENV_FLAGS}
 """TrainConfig fields (and environment parameters) and the flags of ``diffenvs-train`` that set them."""
 class CommandParser(argparse.ArgumentParser):
     """The argument parser of every ``diffenvs-*`` command: an error is one line,
@@ -89,8 +90,14 @@ def _train_parser() -> argparse.ArgumentParser:
                     "loss. Running it again on an existing run directory resumes the run; on a finished "
                     "one it says so (a larger --epochs continues it).",
         formatter_class=HelpFormatter)
-    parser.add_argument("task", nargs="?", default="cartpole", choices=TASKS, help="the control problem")
+    parser.add_argument("task", nargs="?", default="cartpole",
+                        help="the control problem: cartpole, guidance, quantum, gymnax:ENV_ID, brax:NAME or a name "
+                             "registered with diffenvs.register (e.g. by a module given to --import)")
+    add_import_flag(parser)
     level = parser.add_argument_group("complexity and environment")
+    level.add_argument("--env-param", action="append", default=[], metavar="NAME=VALUE",
+                       help="an environment parameter (JSON value, repeatable), e.g. --env-param num_steps=50; "
+                            "for any task (the study's tasks also have the flags below)")
     level.add_argument("--poles", type=int, default=None, help="cart-pole: number of poles (study: 1..4; default: 1)")
     level.add_argument("--rc", type=float, default=None,
                        help="guidance: control regularisation rc (study: 1, 0.1, 0.01, 0.001; default: 0.01)")
@@ -112,7 +119,8 @@ def _train_parser() -> argparse.ArgumentParser:
     method.add_argument("--es-noise", type=float, default=None, help="es: perturbation scale σ (default: 0.02)")
     method.add_argument("--optimizer", choices=sorted(OPTIMIZERS),
                         default="adam", help="optimizer")
-    method.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    method.add_argument("--lr", type=float, default=None,
+                        help="learning rate (default: 0.001, or the task's preset)")
     method.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="floating-point precision of the environment, network, optimizer and metrics")
     method.add_argument("--gradient-variance", action="store_true",
@@ -122,16 +130,19 @@ def _train_parser() -> argparse.ArgumentParser:
                         help="clip the update by value or by global norm before the optimizer")
     method.add_argument("--clip-threshold", type=float, default=1.0, help="clipping threshold")
     data = parser.add_argument_group("data and schedule")
-    data.add_argument("--epochs", type=int, default=30,
-                      help="epochs (the study runs 1000); a larger value on a finished run continues it "
-                           "(every value not given here is the same as train()'s and TrainConfig's)")
+    data.add_argument("--epochs", type=int, default=None,
+                      help="epochs (the study runs 1000; a task outside the study defaults to its preset's); a "
+                           "larger value on a finished run continues it (default: 30)")
     data.add_argument("--minutes", type=float, default=None,
                       help="wall-time budget: stop after the first epoch at which the run's training time "
                            "(summed epoch times, compilation excluded, across resumes) reaches it, or at "
                            "--epochs; for comparisons at equal wall time (default: no budget)")
-    data.add_argument("--batch-size", type=int, default=8, help="initial states per update")
-    data.add_argument("--train-size", type=int, default=256, help="training initial states")
-    data.add_argument("--test-size", type=int, default=256, help="test initial states")
+    data.add_argument("--batch-size", type=int, default=None,
+                      help="initial states per update (default: 8, or the task's preset)")
+    data.add_argument("--train-size", type=int, default=None,
+                      help="training initial states (default: 256, or the task's preset)")
+    data.add_argument("--test-size", type=int, default=None,
+                      help="test initial states (default: 256, or the task's preset)")
     data.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and strategy")
     run = parser.add_argument_group("run directory")
     run.add_argument("--out", type=Path, default=None,
@@ -151,17 +162,55 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _env_params(args: argparse.Namespace) -> dict:
-    """The environment parameters given by the complexity flags of ``args`` (those of ``args.task``);
-    ValueError naming a flag that belongs to another task."""
+    """The environment parameters given by the complexity flags of ``args`` (those of ``args.task``)
+    and by ``--env-param``; ValueError naming a flag that belongs to another task."""
     options = {"cartpole": {"num_poles": args.poles, "loss_mode": args.loss_mode},
                "guidance": {"regularization": args.rc, "num_drivers": args.drivers, "num_evaders": args.evaders},
                "quantum": {"target_state": args.target}}
-    for task, values in options.items():
-        if task != args.task:
+    task = short_task(args.task)
+    for name_of_task, values in options.items():
+        if name_of_task != task:
             for name, value in values.items():
                 if value is not None:
-                    raise ValueError(f"{ENV_FLAGS[name]} applies to the {task} task, not to {args.task}")
-    return {name: value for name, value in options[args.task].items() if value is not None}
+                    raise ValueError(f"{ENV_FLAGS[name]} applies to the {name_of_task} task, not to {args.task}")
+    params = {name: value for name, value in options.get(task, {}).items() if value is not None}
+    for name, value in parse_env_params(getattr(args, "env_param", [])).items():
+        if name in params:
+            raise ValueError(f"--env-param {name} repeats {ENV_FLAGS.get(name, 'another flag')}")
+        params[name] = value
+    return params
+
+
+def parse_env_params(items: Sequence[str]) -> dict[str, Any]:
+    """``--env-param NAME=VALUE`` items as a dict (JSON values; text that is not JSON stays text)."""
+    import json
+    params: dict[str, Any] = {}
+    for item in items:
+        name, equals, text = item.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise ValueError(f"--env-param expects NAME=VALUE, got {item!r}")
+        if name in params:
+            raise ValueError(f"--env-param: {name} is given twice")
+        try:
+            params[name] = json.loads(text)
+        except json.JSONDecodeError:
+            params[name] = text
+    return params
+
+
+def short_task(task: str) -> str:
+    """The short name of a built-in task ("cartpole"), or ``task`` itself for any other."""
+    if is_builtin(task):
+        return {name: alias for alias, name in ALIASES.items()}[canonical_name(task)]
+    return task
+
+
+def task_directory_name(task: str) -> str:
+    """``task`` as part of a directory name: the short name of a built-in task, other names with every
+    character but letters, digits, '.', '_' and '-' replaced by '-' (``gymnax:Pendulum-v1`` ->
+    ``gymnax-Pendulum-v1``)."""
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in short_task(task))
 
 
 def _environment_defaults(task: str) -> dict[str, Any]:
@@ -172,7 +221,10 @@ def _environment_defaults(task: str) -> dict[str, Any]:
 def canonical_env_params(task: str, given: dict[str, Any]) -> dict[str, Any]:
     """The environment parameters a run records: always the task's level parameter (its default if not
     given), and the other given parameters that differ from their defaults. So ``diffenvs-train`` and
-    ``diffenvs-train --poles 1`` are the same run."""
+    ``diffenvs-train --poles 1`` are the same run. For a task outside the study: ``given`` as it is."""
+    if not is_builtin(task):
+        return dict(given)
+    task = short_task(task)
     defaults = _environment_defaults(task)
     parameter = LEVEL_FLAGS[task][1]
     params = {parameter: given.get(parameter, defaults[parameter])}
@@ -274,16 +326,40 @@ def _existing_run(out: Path, record: dict[str, Any]) -> tuple[dict[str, Any] | N
     return existing, [key for key in differing_keys(existing, record) if key not in ignored]
 
 
+TRAIN_DEFAULTS = {"epochs": 30, "batch_size": 8, "train_size": 256, "test_size": 256, "lr": 1e-3}
+"""Defaults of ``diffenvs-train``'s data and learning-rate flags for the study's tasks (other tasks take
+their preset's, :func:`trainers.presets.task_preset`)."""
+
+
+def _data_defaults(task: str) -> dict[str, Any]:
+    """The defaults of --epochs, --batch-size, --train-size, --test-size and --lr for ``task``."""
+    if is_builtin(task):
+        return dict(TRAIN_DEFAULTS)
+    from trainers.presets import task_preset
+    preset = task_preset(task)
+    return {"epochs": preset.epochs, "batch_size": preset.batch_size, "train_size": preset.num_train,
+            "test_size": preset.num_test, "lr": preset.learning_rate}
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-train``."""
+    import_modules(argv, "diffenvs-train")
     parser = _train_parser()
     args = parser.parse_args(argv)
     from trainers.checks import check_finite_positive
     from trainers.rundir import RunDirBusyError
     from trainers.training import NonFiniteError, TrainConfig, train
     try:
-        env_params = canonical_env_params(args.task, _env_params(args))
-        config = TrainConfig(task=ALIASES[args.task], env_params=env_params, **_strategy_fields(args),
+        task = canonical_name(args.task)
+        for name, value in _data_defaults(task).items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+        env_params = _env_params(args)
+        if not is_builtin(task):
+            from trainers.presets import task_preset
+            env_params = {**task_preset(task).env_params, **env_params}
+        env_params = canonical_env_params(task, env_params)
+        config = TrainConfig(task=ALIASES.get(args.task, task), env_params=env_params, **_strategy_fields(args),
                              optimizer=args.optimizer, learning_rate=args.lr, clip=args.clip,
                              clip_threshold=args.clip_threshold, num_train=args.train_size,
                              num_test=args.test_size, batch_size=args.batch_size, epochs=args.epochs,
@@ -352,6 +428,7 @@ PLOT_FLAGS = {"out": "--out", "last": "--last", "reach": "--reach", "smooth": "-
 
 def plot_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-plot``."""
+    import_modules(argv, "diffenvs-plot")
     parser = CommandParser(
         prog="diffenvs-plot", description="Draw the study-style figure (test loss on a log scale, one panel per "
         "task and level, one colour per strategy, one line style per clipping mode) for run directories, the "
@@ -378,6 +455,7 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--last", type=int, default=50, help="summary table: epochs at the end to take the median of")
     parser.add_argument("--reach", type=float, default=0.01,
                         help="summary table: report the first epoch at which the test loss is below this")
+    add_import_flag(parser)
     args = parser.parse_args(argv)
     if args.smooth is not None and args.smooth < 1:
         parser.error(f"--smooth must be an integer >= 1, got {args.smooth}")
@@ -436,6 +514,10 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-sweep``: :func:`trainers.experiments.sweep.main` with defaults shown once in --help,
     OUT checked first, and a one-line error (no traceback) when a file cannot be written."""
     from trainers.experiments import sweep
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--import", dest="imports", action="append", default=[])
+    sweep.check_import_values(sweep._parser(), pre.parse_known_args(argv)[0])
+    import_modules(argv, "diffenvs-sweep")
     parser = sweep._parser()
     parser.formatter_class = HelpFormatter
     args = parser.parse_args(argv)

@@ -11,8 +11,8 @@ from typing import Any, Callable, Mapping
 import optax
 
 import diffenvs
-from diffenvs.core import FunctionalEnv
-from diffenvs.registry import ALIASES, canonical_name
+from diffenvs.core import ControlEnv
+from diffenvs.registry import ALIASES, canonical_name, registration
 from trainers.networks import Controller, study_controller
 from trainers.rollout import Problem
 from trainers.strategies import Strategy, get_strategy, parse_strategy
@@ -41,7 +41,8 @@ class TrainConfig:
     """Everything that defines a training run (written to ``config.json``).
 
     Attributes:
-        task: environment name ("cartpole", "guidance", "quantum" or a canonical name).
+        task: environment name: "cartpole", "guidance", "quantum" (or a canonical name),
+            "gymnax:ENV_ID", "brax:NAME", or a name given to :func:`diffenvs.register`.
         env_params: parameters of the environment (e.g. ``{"num_poles": 2}``).
         strategy: a registered strategy name (see :mod:`trainers.strategies`) or a
             :class:`trainers.strategies.Strategy` object (recorded as "custom:NAME").
@@ -133,15 +134,14 @@ class TrainConfig:
             options.setdefault("noise", self.es_noise)
         return get_strategy(self.strategy, options)
 
-    def make_env(self) -> FunctionalEnv:
+    def make_env(self) -> ControlEnv:
         return diffenvs.make(self.task, **self.env_params)
 
     def make_problem(self, controller: Controller | None = None) -> Problem:
-        """The task's environment with its default parameters and ``controller`` (default: the
-        study's network for the task)."""
+        """The task's environment with its default parameters and ``controller`` (default:
+        :func:`default_controller`)."""
         env = self.make_env()
-        controller = controller or study_controller(env.name, env.physics_shape(), env.action_shape())
-        return Problem(env, env.default_params, controller)
+        return Problem(env, env.default_params, controller or default_controller(self.task, env))
 
     def make_optimizer(self) -> optax.GradientTransformation:
         """Clipping of the update (per ``clip``) followed by the optimizer."""
@@ -191,6 +191,22 @@ RECORD_BOOKKEEPING = ("diffenvs_version", "controller", "optimizer_object")
 """Keys of ``config.json`` beside the :class:`TrainConfig` fields: the library version that wrote the run,
 whether it used the study's or a custom controller, and a custom optimizer object."""
 
+def default_controller(task: str, env: ControlEnv) -> Controller:
+    """The network a task trains by default: the controller given to :func:`diffenvs.register`, else the
+    network of the task's preset (:data:`trainers.presets.TASK_PRESETS`), else the study's controller (the
+    quantum CNN for quantum control, else the MLP on the flattened observation)."""
+    from trainers.presets import TASK_PRESETS          # presets build TrainConfigs: imported when needed
+    name = canonical_name(task)
+    registered = registration(name)
+    if registered is not None and registered.controller is not None:
+        return registered.controller(env)
+    preset = TASK_PRESETS.get(name)
+    if preset is not None and preset.network is not None:
+        return preset.network(env)
+    return study_controller(env.name, tuple(env.observation_shape(env.default_params)),
+                            tuple(env.action_shape(env.default_params)))
+
+
 _DEFAULTS = {"strategy_options": {}, "precision": "float32", "gradient_variance": False}
 
 
@@ -239,8 +255,11 @@ def run_name(config: TrainConfig | Mapping[str, Any]) -> str:
     """
     record = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
     task = canonical_name(record["task"])
-    short = next((alias for alias, name in ALIASES.items() if name == task), task.lower())
-    env_defaults = dataclasses.asdict(diffenvs.make(task).default_params)
+    short = next((alias for alias, name in ALIASES.items() if name == task), None)
+    if short is None:          # gymnax:Pendulum-v1 -> gymnax-Pendulum-v1, a registered name as it is spelled
+        short = "".join(c if c.isalnum() or c in "._-" else "-" for c in task)
+    default_params = diffenvs.make(task).default_params
+    env_defaults = dataclasses.asdict(default_params) if dataclasses.is_dataclass(default_params) else {}
     env_params = dict(record.get("env_params") or {})
     from trainers.presets import COMPLEXITY_LEVELS       # presets imports this module
     parameter = COMPLEXITY_LEVELS[task][0] if task in COMPLEXITY_LEVELS else None

@@ -38,11 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from diffenvs.core import EnvState, FunctionalEnv
+from diffenvs.core import ControlEnv
+from diffenvs.registry import registration
 from trainers import rundir
 from trainers.config import CLIP_MODES, OPTIMIZERS, TrainConfig
 from trainers.networks import Controller
-from trainers.rollout import Problem, per_episode_gradient_variance, rollout_loss
+from trainers.rollout import (
+    Problem, State, batch_size as leading_size, first_nonfinite_step, per_episode_gradient_variance,
+    rollout_loss,
+)
 from trainers.strategies import STUDY_GATES, Strategy, cosine_similarity, gated_fields, sign_agreement
 
 GATED_STRATEGIES = ("bptt", "modified", "network_only", "one_step", "combined", "truncated")
@@ -106,16 +110,32 @@ def finite_leaves(tree: Any, per_run: bool = False) -> bool | np.ndarray:
     return result
 
 
-def initial_states(env: FunctionalEnv, key: jax.Array, count: int) -> EnvState:
-    """``count`` states from the environment's starting distribution (leading batch axis)."""
+def initial_states(env: ControlEnv, key: jax.Array, count: int) -> State:
+    """``count`` states from the environment's starting distribution (a state pytree, leading batch axis)."""
     return jax.vmap(env.initial)(jax.random.split(key, count))
 
 
-def run_test_states(env: FunctionalEnv, seed: int, count: int) -> EnvState:
+def run_test_states(env: ControlEnv, seed: int, count: int) -> State:
     """The test set of a run with ``seed``: ``count`` initial states drawn with the second of the four keys
     ``jax.random.split(PRNGKey(seed), 4)`` (train, test, init, strategy) that every run splits its seed into."""
     _, test_key, _, _ = jax.random.split(jax.random.PRNGKey(seed), 4)
     return initial_states(env, test_key, count)
+
+
+def locate_nonfinite(problem: Problem, params: Any, train_states: State, batch_size: int) -> str:
+    """Where the rollout's loss or gradient first stops being finite at ``params`` (the parameters at the
+    start of the failing epoch): the first training batch, in the epoch's order, with a non-finite step
+    loss or per-step gradient, and that step (:func:`trainers.rollout.first_nonfinite_step`)."""
+    for number in range(leading_size(train_states) // batch_size):
+        batch = jax.tree.map(lambda x: x[number * batch_size:(number + 1) * batch_size], train_states)
+        step = first_nonfinite_step(problem, params, batch)
+        if step is not None:
+            return (f"the first non-finite step loss or gradient is at step {step} (of {problem.num_steps}) of "
+                    f"training batch {number}")
+        if number >= 7:
+            break
+    return ("at the epoch's starting parameters every step loss and gradient of the first batches is finite "
+            "(the updates diverged during the epoch)")
 
 
 def tree_squared_norm(tree: Any) -> jax.Array:
@@ -123,8 +143,8 @@ def tree_squared_norm(tree: Any) -> jax.Array:
     return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
 
 
-def scan_epoch(problem: Problem, update: Callable, state: Any, train_states: EnvState,
-               test_states: EnvState, batch_size: int) -> tuple[Any, dict[str, jax.Array]]:
+def scan_epoch(problem: Problem, update: Callable, state: Any, train_states: State,
+               test_states: State, batch_size: int) -> tuple[Any, dict[str, jax.Array]]:
     """One epoch: ``update(state, batch) -> (state, (loss, update norm², cosine, extra metrics))``
     scanned over the ``len // batch_size`` fixed-order batches of ``train_states``, then the full train
     and test losses.
@@ -132,7 +152,7 @@ def scan_epoch(problem: Problem, update: Callable, state: Any, train_states: Env
     Returns the new state and the epoch's scalar metrics (mean batch loss, train and test losses, mean
     squared update norm, mean cosine, and the mean of each extra metric).
     """
-    num_batches = train_states.physics.shape[0] // batch_size
+    num_batches = leading_size(train_states) // batch_size
     batches = jax.tree.map(
         lambda x: x[:num_batches * batch_size].reshape(num_batches, batch_size, *x.shape[1:]), train_states)
     state, (losses, norms, cosines, extras) = jax.lax.scan(update, state, batches)
@@ -201,7 +221,7 @@ def make_group_epoch(problem: Problem, optimizer: optax.GradientTransformation, 
     """
     extra_names = () if strategy is None else tuple(n for n in strategy.metric_names if n != "cosine")
 
-    def direction(params: Any, batch: EnvState, key: jax.Array, data: RunData, strategy_state: Any):
+    def direction(params: Any, batch: State, key: jax.Array, data: RunData, strategy_state: Any):
         if strategy is not None:
             result, strategy_state = strategy.apply(problem, params, batch, key, strategy_state)
             nan = jnp.full((), jnp.nan, result.loss.dtype)
@@ -217,9 +237,9 @@ def make_group_epoch(problem: Problem, optimizer: optax.GradientTransformation, 
         update = jax.tree.map(lambda c, f: jnp.where(data.combine, c, f), combined, first)
         return loss, update, jnp.where(data.combine, cosine_similarity(second, first), nan), {}, strategy_state
 
-    def epoch(state: TrainState, data: RunData, train_states: EnvState, test_states: EnvState,
+    def epoch(state: TrainState, data: RunData, train_states: State, test_states: State,
               active: jax.Array):
-        def update(current: TrainState, batch: EnvState):
+        def update(current: TrainState, batch: State):
             key, step_key = jax.random.split(current.key)
             loss, raw, cosine, extras, strategy_state = direction(current.params, batch, step_key, data,
                                                                   current.strategy_state)
@@ -275,7 +295,7 @@ class Program:
     executables: dict
 
 
-_PROGRAMS: dict[tuple[str, int], Program] = {}
+_PROGRAMS: dict[tuple[str, int, int | None], Program] = {}
 
 
 def precision_scope(precision: str):
@@ -289,7 +309,8 @@ def program_for(config: TrainConfig, fields: int, controller: Controller | None 
     Strategy object is given). ``optimizer`` (any optax transformation) replaces the named optimizer
     and the clipping."""
     shareable = controller is None and optimizer is None and isinstance(config.strategy, str)
-    cache_key = (group_key(config, split_combined=False), fields)
+    registered = registration(config.task)            # a registered task: its factory is part of the key
+    cache_key = (group_key(config, split_combined=False), fields, id(registered.factory) if registered else None)
     if shareable and cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
     problem = config.make_problem(controller)
@@ -409,8 +430,8 @@ def differing_keys(existing: dict[str, Any], record: dict[str, Any]) -> list[str
 
 class _Prepared(NamedTuple):
     state: TrainState
-    train_states: EnvState
-    test_states: EnvState
+    train_states: State
+    test_states: State
     rows: list[dict[str, float]] | None
     start: int
 
@@ -622,10 +643,12 @@ def _train_members(program, members, overwrite, quiet, where, description, callb
                 index, row = next(iter(failures.items()))
                 run = runs[index]
                 kept = f"; the last good checkpoint in {run.run_dir} is kept" if run.run_dir is not None else ""
-                raise NonFiniteError(f"epoch {epoch}: non-finite loss, parameters or optimizer state (batch loss "
-                                     f"{row['batch_loss']}, update norm² {row['update_norm_squared']}, test "
-                                     f"loss {row['test_loss']}); training stopped{kept}. Try clip='norm' or a "
-                                     f"smaller learning_rate.")
+                where = locate_nonfinite(program.problem, _take(state, index).params, _take(train_states, index),
+                                         run.config.batch_size)
+                raise NonFiniteError(f"{program.problem.env.name}: epoch {epoch}: non-finite loss, parameters or "
+                                     f"optimizer state (batch loss {row['batch_loss']}, update norm² "
+                                     f"{row['update_norm_squared']}, test loss {row['test_loss']}); {where}; "
+                                     f"training stopped{kept}. Try clip='norm' or a smaller learning_rate.")
             for index, row in failures.items():
                 failed[index] = True
                 on_failure(pending[index], epoch, row)

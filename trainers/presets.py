@@ -1,10 +1,14 @@
-"""The study's protocol for each task and complexity level, as :class:`TrainConfig` presets."""
+"""Training protocols as :class:`TrainConfig` presets: the study's for its three tasks and complexity
+levels (:func:`study_preset`), and a table of presets for other tasks (:data:`TASK_PRESETS`,
+:func:`task_preset`): external environments (``gymnax:...``, ``brax:...``) and a user's own."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
-from diffenvs.registry import canonical_name
+import diffenvs
+from diffenvs.registry import canonical_name, is_builtin
 from trainers.training import TrainConfig
 
 COMPLEXITY_LEVELS: dict[str, tuple[str, tuple[Any, ...]]] = {
@@ -47,3 +51,74 @@ def study_preset(task: str, level: Any, **overrides: Any) -> TrainConfig:
     protocol = dict(task=name, env_params=env_params, num_train=256, num_test=256, batch_size=8,
                     epochs=1000, optimizer="adam", learning_rate=1e-3)
     return TrainConfig(**{**protocol, **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskPreset:
+    """The protocol of a task outside the study.
+
+    horizon: episode length in steps, passed to the environment as its parameter ``horizon_parameter``
+    (None: the environment's own default). batch_size, learning_rate (Adam), num_train and num_test
+    (initial states), epochs: as in :class:`TrainConfig`. network: ``network(env) -> Controller``, the
+    default controller (None: the study's MLP on the flattened observation). env_params: further
+    environment parameters.
+    """
+
+    horizon: int | None = None
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    num_train: int = 256
+    num_test: int = 256
+    epochs: int = 1000
+    network: Callable[[Any], Any] | None = None
+    env_params: dict = dataclasses.field(default_factory=dict)
+    horizon_parameter: str = "num_steps"
+
+    def config_fields(self) -> dict[str, Any]:
+        """The :class:`TrainConfig` fields the preset sets."""
+        env_params = dict(self.env_params)
+        if self.horizon is not None:
+            env_params[self.horizon_parameter] = self.horizon
+        return dict(env_params=env_params, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                    num_train=self.num_train, num_test=self.num_test, epochs=self.epochs)
+
+
+DEFAULT_PRESET = TaskPreset()
+"""The protocol of a task without a preset: the environment's own horizon, batch 8, Adam 1e-3, 256 + 256
+initial states, 1000 epochs, the study's MLP (two tanh layers of 100) on the flattened observation."""
+
+TASK_PRESETS: dict[str, TaskPreset] = {}
+"""Presets of tasks outside the study, by task name (``"gymnax:Pendulum-v1"``, a registered name, ...).
+Add a row with :func:`add_task_preset`."""
+
+
+def add_task_preset(task: str, preset: TaskPreset, *, replace: bool = False) -> TaskPreset:
+    """Make ``preset`` the protocol of ``task`` (any name outside the study's three tasks; the task need
+    not be registered yet). ValueError for a study task or, without ``replace``, a task that has one."""
+    if not isinstance(task, str) or not task:
+        raise ValueError(f"task must be a non-empty string, got {task!r}")
+    if is_builtin(task):
+        raise ValueError(f"task {task!r} is one of the study's tasks: use study_preset")
+    if not isinstance(preset, TaskPreset):
+        raise ValueError(f"preset must be a TaskPreset, got {preset!r}")
+    if task in TASK_PRESETS and not replace:
+        raise ValueError(f"task {task!r} already has a preset; pass replace=True to change it")
+    TASK_PRESETS[task] = preset
+    return preset
+
+
+def task_preset(task: str, **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of ``task`` under its preset (:data:`TASK_PRESETS`, else
+    :data:`DEFAULT_PRESET`); for a study task the study's protocol at the level given in ``env_params`` (or
+    the environment's default level).
+    ``overrides`` change any field; ``env_params`` given there are merged over the preset's."""
+    name = canonical_name(task)
+    if is_builtin(name):
+        parameter, levels = COMPLEXITY_LEVELS[name]
+        env_params = dict(overrides.pop("env_params", {}))
+        default = getattr(diffenvs.make(name).default_params, parameter)
+        level = env_params.pop(parameter, default)
+        return study_preset(name, level, env_params=env_params, **overrides)
+    fields = TASK_PRESETS.get(name, DEFAULT_PRESET).config_fields()
+    env_params = {**fields.pop("env_params"), **overrides.pop("env_params", {})}
+    return TrainConfig(**{"task": name, "env_params": env_params, **fields, **overrides})

@@ -466,7 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-baseline``."""
     from trainers.cli import ENV_FLAGS, LEVEL_FLAGS, _check_out_path, _env_params, flag_message
 
+    from trainers.plugins import add_import_flag, import_modules
+
+    import_modules(argv, "diffenvs-baseline")
     parser = _parser()
+    add_import_flag(parser)
     args = parser.parse_args(argv)
     flags = {**ENV_FLAGS, **BASELINE_FLAGS}
     try:

@@ -25,13 +25,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from diffenvs.registry import canonical_name
+from diffenvs.registry import canonical_name, is_builtin
 from trainers import rundir
 from trainers.experiments.archive import export_runs
 from trainers.experiments.baseline import ALGOS, short_task_name, train_baseline
 from trainers.checks import check_finite_positive
 from trainers.experiments.plotting import RunRecord, csv_text, find_runs, plot_comparison, run_level, strategy_label, x_values
-from trainers.presets import COMPLEXITY_LEVELS, study_preset
+from trainers.plugins import add_import_flag, import_modules
+from trainers.presets import COMPLEXITY_LEVELS, study_preset, task_preset
 from trainers.strategies import parse_strategy, strategy_names
 from trainers.config import run_name as config_run_name
 from trainers.training import TrainConfig, strategy_fields, train
@@ -51,7 +52,15 @@ LAST_EVALUATIONS = 50
 
 
 def parse_case(text: str) -> tuple[str, Any]:
-    """``"cartpole:4"`` -> ("CartPole", 4): the task and its complexity level (poles, rc or target)."""
+    """``"cartpole:4"`` -> ("CartPole", 4): the task and its complexity level (poles, rc or target); a task
+    outside the study (``"gymnax:Pendulum-v1"``, a registered name) -> (the name, None): no level."""
+    if not is_builtin(str(text).partition(":")[0]):
+        try:
+            name = canonical_name(str(text))
+        except ValueError as error:
+            raise ValueError(f"cases: {text!r}: {error}") from None
+        if not is_builtin(name):
+            return name, None
     task, separator, level_text = str(text).partition(":")
     try:
         name = canonical_name(task)
@@ -73,8 +82,8 @@ def _config(task: str, level: Any, method: str, seed: int) -> TrainConfig | dict
     if method in ALGOS:
         return {"task": short_task_name(task), "env_params": {COMPLEXITY_LEVELS[canonical_name(task)][0]: level},
                 "algo": method, "seed": seed}
-    return study_preset(task, level, **strategy_fields(method), clip=GRADIENT_CLIP, seed=seed, epochs=MAX_EPOCHS,
-                        checkpoint_every=50)
+    fields = dict(**strategy_fields(method), clip=GRADIENT_CLIP, seed=seed, epochs=MAX_EPOCHS, checkpoint_every=50)
+    return study_preset(task, level, **fields) if level is not None else task_preset(task, **fields)
 
 
 def run_name(task: str, level: Any, method: str, seed: int) -> str:
@@ -136,7 +145,11 @@ def run_comparison(out: str | Path, *, cases: Sequence[str] = DEFAULT_CASES,
     out = Path(out)
     run_dirs = []
     for task, level in parsed:
-        parameter = COMPLEXITY_LEVELS[task][0]
+        if level is None and any(method in ALGOS for method in methods):
+            raise ValueError(f"methods: the RL methods {list(ALGOS)} train the study's tasks only, not {task!r}; "
+                             f"give gradient strategies")
+    for task, level in parsed:
+        parameter = COMPLEXITY_LEVELS[task][0] if level is not None else None
         for method in methods:
             run_dir = run_dir_for(out, task, level, method, seed)
             run_dirs.append(run_dir)
@@ -175,8 +188,8 @@ def _cell(value: float) -> str:
 def _sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows by task, level and method (RL methods first, in :data:`DEFAULT_METHODS` order)."""
     order = {method: index for index, method in enumerate(DEFAULT_METHODS)}
-    return sorted(rows, key=lambda row: (row["task"], float(row["level"]), order.get(row["method"], 99),
-                                         row["method"]))
+    return sorted(rows, key=lambda row: (row["task"], -math.inf if row["level"] is None else float(row["level"]),
+                                         order.get(row["method"], 99), row["method"]))
 
 
 def _identity(record: RunRecord) -> dict[str, Any]:
@@ -287,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-compare``."""
     from trainers.cli import CommandParser, HelpFormatter, _check_out_path, check_file_path, flag_message
 
+    import_modules(argv, "diffenvs-compare")
     parser = CommandParser(
         prog="diffenvs-compare",
         description="Run the RL comparison: for each case, the methods (by default brax PPO, SAC and APG and the "
@@ -296,7 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "draw the figure (test loss against wall time and environment steps).",
         formatter_class=HelpFormatter)
     parser.add_argument("out", type=Path, help="output root (one run directory per case and method)")
-    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="TASK:LEVEL cases")
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES),
+                        help="TASK:LEVEL cases of the study's tasks, or tasks outside the study (gymnax:ENV_ID, "
+                             "brax:NAME, a registered name; gradient strategies only, with the task's preset)")
+    add_import_flag(parser)
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                         help=f"among {(*ALGOS, *GRADIENT_STRATEGIES)} or any gradient strategy of "
                              f"{strategy_names()} (options as NAME:key=value,...)")

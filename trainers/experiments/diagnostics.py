@@ -2,7 +2,7 @@
 the largest Lyapunov exponent of the closed loop, and the spread of per-episode gradients.
 
 All functions take a :class:`trainers.rollout.Problem`, controller parameters and a batch of initial
-states (an :class:`EnvState` with a leading batch axis), are pure JAX (``lax.scan`` inside) and can
+states (a state pytree with a leading batch axis, e.g. an :class:`EnvState`), are pure JAX (``lax.scan`` inside) and can
 be jitted with the problem and any integer arguments held static (e.g. in a closure).
 
 * :func:`horizon_gradients` / :func:`gradient_norm_by_horizon`: the gradient of the batch loss of
@@ -30,8 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffenvs.core import EnvState
+from trainers.plugins import add_import_flag, import_modules
 from trainers.rollout import (  # noqa: F401  (per-episode gradients: re-exported, part of the diagnostics)
-    Gate, Problem, per_episode_gradient_variance, per_episode_gradients, plain_gate, rollout_loss,
+    Gate, Problem, State, per_episode_gradient_variance, per_episode_gradients, plain_gate, rollout_loss,
+    split_float_leaves,
 )
 
 Array = jax.Array
@@ -49,35 +51,38 @@ def _check_horizons(horizons: Sequence[int], num_steps: int) -> tuple[int, ...]:
     return tuple(int(h) for h in values)
 
 
-def horizon_step_losses(problem: Problem, params: Any, initial_states: EnvState,
+def horizon_step_losses(problem: Problem, params: Any, initial_states: State,
                         steps: int | None = None) -> tuple[Array, Array]:
     """The two per-step loss terms of a closed-loop rollout of ``steps`` steps (default: the episode).
 
     Returns ``(step_losses, final_losses)``, each of shape (steps,): the batch-mean loss contribution
     of step t (``problem.simulate``'s), and the batch-mean loss of step t scored as if it were the
-    episode's last step (the environment's reward with the next state's time set to ``num_steps``).
+    episode's last step (for an :class:`EnvState`, the environment's reward with the next state's time
+    set to ``num_steps``; a state without a clock is scored as it is, so both terms are equal).
     The loss of the episode stopped after H steps is ``sum(step_losses[:H-1]) + final_losses[H-1]``.
     """
     steps = problem.num_steps if steps is None else steps
     env, env_params = problem.env, problem.env_params
     last_time = jnp.asarray(problem.num_steps, jnp.int32)
 
-    def final_loss(physics: Array, time: Array, control: Array, next_physics: Array) -> Array:
-        reward = env.reward(EnvState(physics, time), control, EnvState(next_physics, last_time), None,
-                            env_params)
-        return -reward
+    def final_loss(state: State, control: Array, next_state: State) -> Array:
+        if isinstance(next_state, EnvState):
+            next_state = EnvState(next_state.physics, last_time)
+        return -env.reward(state, control, next_state, None, env_params)
 
-    def body(state: EnvState, _: Array) -> tuple[EnvState, tuple[Array, Array]]:
-        controls = problem.control(params, state.physics, state.time)
-        next_physics, loss = problem.simulate(state.physics, state.time, controls)
-        final = jnp.mean(jax.vmap(final_loss)(state.physics, state.time, controls, next_physics))
-        return EnvState(next_physics, state.time + 1), (loss, final)
+    def body(states: State, _: Array) -> tuple[State, tuple[Array, Array]]:
+        controls = problem.control(params, states)
+        next_states, loss = problem.simulate(states, controls)
+        finals = jax.vmap(final_loss)(states, controls, next_states)
+        if problem.masks_termination:
+            finals = jnp.where(problem.done(states), jnp.zeros_like(finals), finals)
+        return next_states, (loss, jnp.mean(finals))
 
     _, (step_losses, final_losses) = jax.lax.scan(body, initial_states, jnp.arange(steps))
     return step_losses, final_losses
 
 
-def horizon_gradients(problem: Problem, params: Any, initial_states: EnvState,
+def horizon_gradients(problem: Problem, params: Any, initial_states: State,
                       horizons: Sequence[int]) -> tuple[Array, Any]:
     """Losses and parameter gradients of the episode stopped after each of ``horizons`` steps.
 
@@ -109,7 +114,7 @@ def _norms(stacked_tree: Any) -> Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.reshape(leaf.shape[0], -1)), axis=1) for leaf in leaves))
 
 
-def gradient_norm_by_horizon(problem: Problem, params: Any, initial_states: EnvState,
+def gradient_norm_by_horizon(problem: Problem, params: Any, initial_states: State,
                              horizons: Sequence[int]) -> Array:
     """L2 norm of the parameter gradient of the batch loss of the first H steps, for each H in
     ``horizons`` (integers in 1..num_steps); shape (len(horizons),). See :func:`horizon_gradients`
@@ -127,49 +132,73 @@ def time_step(problem: Problem) -> float | None:
     return None if dt is None else float(dt)
 
 
-def lyapunov_exponent(problem: Problem, params: Any, initial_states: EnvState, steps: int | None = None,
+def lyapunov_exponent(problem: Problem, params: Any, initial_states: State, steps: int | None = None,
                       *, key: Array | None = None, through_network: bool = True) -> Array:
     """Finite-time largest Lyapunov exponent of the closed loop from each initial state, shape (batch,).
 
-    The map is x_{t+1} = S(x_t, N(x_t; θ)); its state Jacobian J_t = A_t + B_t K_t takes both paths
-    (A_t = ∂S/∂x, B_t = ∂S/∂c, K_t = ∂N/∂x). A random unit tangent vector per instance (v_0 =
-    ``jax.random.normal(key, physics.shape)`` normalised per instance, ``key`` default PRNGKey(0)) is
-    pushed forward with ``jax.jvp`` and renormalised after every step; the
-    result is the mean over ``steps`` steps (default: the episode) of the log of its growth, i.e.
-    (1/T) log ‖J_{T-1} ⋯ J_0 v_0‖, in natural-log units **per step** (divide by :func:`time_step` for
-    per unit of time). It tends to the largest exponent as T grows, for almost every v_0. Positive:
-    nearby trajectories separate exponentially (chaotic closed loop, exploding BPTT gradients);
-    negative: they converge (vanishing gradients). ``through_network=False`` drops the network path
-    (J_t = A_t, the Jacobian that the ``modified`` strategy's adjoint propagates).
+    The map is x_{t+1} = S(x_t, N(x_t; θ)) on the state's floating-point leaves, seen together as one
+    vector x (other leaves, such as a step counter, are carried along); its Jacobian J_t = A_t + B_t K_t takes both paths (A_t = ∂S/∂x, B_t = ∂S/∂c, K_t = ∂N/∂x).
+    A random unit tangent vector per instance (v_0 = ``jax.random.normal(key, (batch, size))``, size
+    the number of floating-point state entries, split into the leaves in order and normalised per instance, ``key`` default PRNGKey(0)) is pushed forward with ``jax.jvp`` and
+    renormalised after every step; the result is the mean over ``steps`` steps (default: the episode)
+    of the log of its growth, i.e. (1/T) log ‖J_{T-1} ⋯ J_0 v_0‖, in natural-log units **per step**
+    (divide by :func:`time_step` for per unit of time). It tends to the largest exponent as T grows,
+    for almost every v_0. Positive: nearby trajectories separate exponentially (chaotic closed loop,
+    exploding BPTT gradients); negative: they converge (vanishing gradients). ``through_network=False``
+    drops the network path (J_t = A_t, the Jacobian that the ``modified`` strategy's adjoint propagates).
+    For an environment whose episodes may end early, the mean runs over the steps taken before the
+    instance's episode ended (NaN if it ended at once).
     """
     steps = problem.num_steps if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     key = jax.random.PRNGKey(0) if key is None else key
 
-    def closed_loop(physics: Array, time: Array) -> Array:
-        network_physics = physics if through_network else jax.lax.stop_gradient(physics)
-        controls = problem.control(params, network_physics[None], time[None])
-        next_physics, _ = problem.simulate(physics[None], time[None], controls)
-        return next_physics[0]
+    def push(state: State, tangent: list[Array]) -> tuple[State, list[Array]]:
+        """The next state and the tangent pushed through the closed loop's Jacobian at ``state``."""
+        floats, rebuild = split_float_leaves(state)
+        single = lambda s: jax.tree.map(lambda x: x[None], s)
 
-    def unit(vectors: Array) -> tuple[Array, Array]:
-        norms = jnp.sqrt(jnp.sum(jnp.square(vectors.reshape(vectors.shape[0], -1)), axis=1))
-        return vectors / norms.reshape((-1,) + (1,) * (vectors.ndim - 1)), norms
+        def closed_loop(x: list[Array]) -> tuple[list[Array], State]:
+            current = rebuild(x)
+            network_state = current if through_network else jax.lax.stop_gradient(current)
+            controls = problem.control(params, single(network_state))
+            next_states, _ = problem.simulate(single(current), controls)
+            next_state = jax.tree.map(lambda leaf: leaf[0], next_states)
+            return split_float_leaves(next_state)[0], next_state
 
-    def push(physics: Array, time: Array, tangent: Array) -> tuple[Array, Array]:
-        return jax.jvp(lambda x: closed_loop(x, time), (physics,), (tangent,))
+        _, next_tangent, next_state = jax.jvp(closed_loop, (floats,), (tangent,), has_aux=True)
+        return next_state, next_tangent
 
-    def body(carry: tuple[Array, Array, Array], _: Array) -> tuple[tuple[Array, Array, Array], Array]:
-        physics, time, tangent = carry
-        next_physics, next_tangent = jax.vmap(push)(physics, time, tangent)
+    def unit(vectors: list[Array]) -> tuple[list[Array], Array]:
+        squares = [jnp.sum(jnp.square(v.reshape(v.shape[0], -1)), axis=1) for v in vectors]
+        norms = jnp.sqrt(sum(squares[1:], squares[0]))
+        return [v / norms.reshape((-1,) + (1,) * (v.ndim - 1)) for v in vectors], norms
+
+    masks = problem.masks_termination
+
+    def body(carry: tuple[State, list[Array]], _: Array) -> tuple[tuple[State, list[Array]], tuple[Array, Array]]:
+        states, tangent = carry
+        count = tangent[0].shape[0]
+        alive = ~problem.done(states) if masks else jnp.ones((count,), bool)
+        next_states, next_tangent = jax.vmap(push)(states, tangent)
+        if masks:                                   # an ended episode keeps its tangent, adds nothing
+            next_tangent = [jnp.where(alive.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+                            for n, o in zip(next_tangent, tangent)]
         next_tangent, growth = unit(next_tangent)
-        return (next_physics, time + 1, next_tangent), jnp.log(growth)
+        return (next_states, next_tangent), (jnp.log(growth), alive)
 
-    physics = initial_states.physics
-    tangent, _ = unit(jax.random.normal(key, physics.shape, physics.dtype))
-    _, log_growth = jax.lax.scan(body, (physics, initial_states.time, tangent), jnp.arange(steps))
-    return jnp.mean(log_growth, axis=0)
+    floats, _ = split_float_leaves(initial_states)
+    count = floats[0].shape[0]
+    sizes = [leaf[0].size for leaf in floats]
+    drawn = jax.random.normal(key, (count, sum(sizes)), floats[0].dtype)
+    offsets = np.cumsum([0] + sizes)
+    tangent, _ = unit([drawn[:, a:b].reshape(leaf.shape) for a, b, leaf in zip(offsets[:-1], offsets[1:], floats)])
+    _, (log_growth, alive) = jax.lax.scan(body, (initial_states, tangent), jnp.arange(steps))
+    if not masks:
+        return jnp.mean(log_growth, axis=0)
+    counted = jnp.sum(alive, axis=0)
+    return jnp.sum(jnp.where(alive, log_growth, 0.0), axis=0) / jnp.where(counted > 0, counted, jnp.nan)
 
 
 # ----------------------------------------------------------------------------------- command line
@@ -187,7 +216,7 @@ def diagnosis_horizons(num_steps: int, count: int) -> tuple[int, ...]:
     return tuple(sorted(set(spaced + quarters)))
 
 
-def _diagnose_problem(problem: Problem, params: Any, batch: EnvState, key: Array, horizons: int) -> dict[str, Any]:
+def _diagnose_problem(problem: Problem, params: Any, batch: State, key: Array, horizons: int) -> dict[str, Any]:
     """The diagnostics of ``params`` on ``batch``: horizons, losses, gradient norms, exponents, spread."""
     chosen = diagnosis_horizons(problem.num_steps, horizons)
     losses, gradients = jax.jit(lambda p, s: horizon_gradients(problem, p, s, chosen))(params, batch)
@@ -198,7 +227,7 @@ def _diagnose_problem(problem: Problem, params: Any, batch: EnvState, key: Array
             "lyapunov": np.asarray(lyapunov), "episode_spread": math.sqrt(float(variance))}
 
 
-def _training_batch(problem: Problem, seed: int, num_train: int, states: int) -> tuple[Array, Array, EnvState]:
+def _training_batch(problem: Problem, seed: int, num_train: int, states: int) -> tuple[Array, Array, State]:
     """(init key, tangent key, the first ``states`` training states) of the run with ``seed``."""
     from trainers.training import initial_states
 
@@ -208,26 +237,43 @@ def _training_batch(problem: Problem, seed: int, num_train: int, states: int) ->
     return init_key, jax.random.fold_in(key, 1), batch
 
 
-def diagnose(task: str, level: Any, *, seed: int = 0, states: int = 32, horizons: int = 20,
-             num_steps: int | None = None) -> dict[str, Any]:
+def diagnose(task: str, level: Any = None, *, seed: int = 0, states: int = 32, horizons: int = 20,
+             num_steps: int | None = None, env_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """All diagnostics of one task and complexity level at a study run's initial parameters.
 
     The parameters are those of the run ``study_preset(task, level, seed=seed)`` before training and
-    the states the first ``states`` of its training set. Returns a dict: ``horizons``, ``losses`` and
-    ``gradient_norms`` (arrays over the horizons), ``lyapunov`` (per state, per step), ``dt``,
-    ``episode_spread`` (square root of :func:`per_episode_gradient_variance` at the full horizon) and
-    the identifying fields ``task``, ``level``, ``parameter``, ``num_steps``, ``label``.
+    the states the first ``states`` of its training set. Any other task (``gymnax:...``, ``brax:...``, a
+    registered name) takes no level: its run is ``task_preset(task, seed=seed, env_params=env_params)``.
+    Returns a dict: ``horizons``, ``losses`` and ``gradient_norms`` (arrays over the horizons),
+    ``lyapunov`` (per state, per step), ``dt``, ``episode_spread`` (square root of
+    :func:`per_episode_gradient_variance` at the full horizon) and the identifying fields ``task``,
+    ``level``, ``parameter``, ``num_steps``, ``label``.
     """
-    from trainers.presets import COMPLEXITY_LEVELS, study_preset
+    from diffenvs.registry import canonical_name, is_builtin
+    from trainers.presets import COMPLEXITY_LEVELS, study_preset, task_preset
 
-    config = study_preset(task, level, seed=seed,
-                          **({"env_params": {"num_steps": num_steps}} if num_steps is not None else {}))
+    extra = {**(env_params or {}), **({"num_steps": num_steps} if num_steps is not None else {})}
+    if is_builtin(task):
+        if level is None:
+            raise ValueError(f"level: {canonical_name(task)} needs a complexity level "
+                             f"({COMPLEXITY_LEVELS[canonical_name(task)][0]})")
+        config = study_preset(task, level, seed=seed, **({"env_params": extra} if extra else {}))
+        parameter = COMPLEXITY_LEVELS[config.task][0]
+        label = f"{parameter}={level}"
+    else:
+        if level is not None:
+            raise ValueError(f"level: {task!r} has no complexity levels; give env_params instead, got {level!r}")
+        config = task_preset(task, seed=seed, env_params=extra)
+        parameter, label = None, _params_label(config.env_params)
     problem = config.make_problem()
     init_key, tangent_key, batch = _training_batch(problem, seed, config.num_train, states)
-    parameter = COMPLEXITY_LEVELS[config.task][0]
     result = _diagnose_problem(problem, problem.controller.init(init_key), batch, tangent_key, horizons)
-    return {"task": config.task, "level": level, "parameter": parameter,
-            "label": f"{parameter}={level}", **result}
+    return {"task": config.task, "level": level, "parameter": parameter, "label": label, **result}
+
+
+def _params_label(env_params: dict[str, Any]) -> str:
+    """A label of a task outside the study: its environment parameters, or "default"."""
+    return " ".join(f"{name}={value}" for name, value in sorted(env_params.items())) or "default"
 
 
 def diagnose_run(run_dir: str | Path, *, states: int = 32, horizons: int = 20) -> dict[str, Any]:
@@ -259,11 +305,16 @@ def diagnose_run(run_dir: str | Path, *, states: int = 32, horizons: int = 20) -
     if loaded is None:
         raise ValueError(f"run directory {run_dir} holds no checkpoint.npz")
     epoch, state = loaded
-    parameter = COMPLEXITY_LEVELS[problem.env.name][0]
-    level = getattr(problem.env_params, parameter)
+    task = problem.env.name if problem.env.name in COMPLEXITY_LEVELS else config.task
+    if task in COMPLEXITY_LEVELS:
+        parameter = COMPLEXITY_LEVELS[task][0]
+        level = getattr(problem.env_params, parameter)
+        label = f"{parameter}={level}"
+    else:
+        parameter, level, label = None, None, _params_label(config.env_params)
     result = _diagnose_problem(problem, state["params"], batch, tangent_key, horizons)
-    return {"task": problem.env.name, "level": level, "parameter": parameter, "epoch": epoch,
-            "strategy": config.strategy, "label": f"{parameter}={level} {config.strategy} epoch {epoch}", **result}
+    return {"task": task, "level": level, "parameter": parameter, "epoch": epoch,
+            "strategy": config.strategy, "label": f"{label} {config.strategy} epoch {epoch}", **result}
 
 
 def _format(value: float) -> str:
@@ -395,8 +446,12 @@ def _parser() -> argparse.ArgumentParser:
                     "per-episode gradients. Prints a table and writes OUT/diagnostics.png, OUT/diagnostics.csv "
                     "and OUT/diagnostics.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=None, choices=DEFAULT_TASKS,
-                        help=f"tasks (default: {' '.join(DEFAULT_TASKS)})")
+    parser.add_argument("--tasks", nargs="+", default=None,
+                        help=f"tasks (default: {' '.join(DEFAULT_TASKS)}); also gymnax:ENV_ID, brax:NAME or a "
+                             "registered name (no levels; the task's preset, parameters from --env-param)")
+    parser.add_argument("--env-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment parameter of the tasks outside the study (JSON value, repeatable)")
+    add_import_flag(parser)
     parser.add_argument("--levels", nargs="+", default=None,
                         help="complexity levels (poles, rc, target); for several tasks TASK=L1,L2,...; "
                              "default: the study's levels")
@@ -416,6 +471,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-diagnose``."""
+    import_modules(argv, "diffenvs-diagnose")
     parser = _parser()
     args = parser.parse_args(argv)
     if not 2 <= args.states <= MAX_STATES:
@@ -440,14 +496,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         tasks = list(dict.fromkeys(args.tasks or DEFAULT_TASKS))
         try:
-            levels = _parse_levels(args.levels, tasks)
-            from trainers.presets import study_preset   # imported here: trainers.training may import this module
+            from diffenvs.registry import canonical_name, is_builtin
+            from trainers.cli import parse_env_params
+            from trainers.presets import study_preset, task_preset  # here: trainers.training may import this module
             for task in tasks:
-                for level in levels[task]:
-                    study_preset(task, level).make_env()
+                try:
+                    canonical_name(task)
+                except ValueError as error:
+                    raise ValueError(f"--tasks: {error}") from None
+            study_tasks = [task for task in tasks if is_builtin(task)]
+            levels = _parse_levels(args.levels, study_tasks) if study_tasks else {}
+            if args.levels and len(study_tasks) < len(tasks) and not any("=" in item for item in args.levels):
+                raise ValueError(f"--levels: give TASK=L1,L2,... when --tasks holds tasks without levels {tasks}")
+            env_params = parse_env_params(args.env_param)
+            if env_params and len(study_tasks) == len(tasks):
+                raise ValueError("--env-param applies to tasks outside the study (the study's tasks take --levels "
+                                 "and --num-steps)")
+            for task in tasks:
+                if is_builtin(task):
+                    for level in levels[task]:
+                        study_preset(task, level).make_env()
+                else:
+                    task_preset(task, env_params=env_params).make_env()
         except ValueError as error:
             parser.error(str(error))
         for task in tasks:
+            if not is_builtin(task):
+                print(f"diffenvs-diagnose: {task} ...", flush=True)
+                extra = {**env_params, **({"num_steps": args.num_steps} if args.num_steps is not None else {})}
+                results.append(diagnose(task, seed=args.seed, states=args.states, horizons=args.horizons,
+                                        env_params=extra))
+                continue
             for level in levels[task]:
                 print(f"diffenvs-diagnose: {task} {level} ...", flush=True)
                 results.append(diagnose(task, level, seed=args.seed, states=args.states, horizons=args.horizons,

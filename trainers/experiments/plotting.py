@@ -132,7 +132,14 @@ def _env_facts(task: str, env_params_json: str) -> tuple[int, dict[str, Any]]:
 
     import diffenvs
     env = diffenvs.make(task, **json.loads(env_params_json))
-    return env.num_steps(), dataclasses.asdict(env.default_params)
+    params = env.default_params
+    if dataclasses.is_dataclass(params):
+        fields = dataclasses.asdict(params)
+    elif hasattr(params, "_asdict"):
+        fields = dict(params._asdict())
+    else:
+        fields = dict(params) if isinstance(params, dict) else {}
+    return env.num_steps(), fields
 
 
 def _facts(config: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -270,6 +277,8 @@ def level_description(config: dict[str, Any]) -> str:
     """The complexity level in words: "2 poles", "rc = 0.01", "target state 3"."""
     from diffenvs.registry import canonical_name
     task, level = canonical_name(config["task"]), run_level(config)
+    if level is None:
+        return ""
     if task == "CartPole":
         return f"{level} pole" + ("" if level == 1 else "s")
     if task == "GuidanceByRepulsion":
@@ -284,11 +293,11 @@ def problem_description(config: dict[str, Any]) -> str:
     "cartpole, 2 poles", "guidance, rc = 0.01, num_drivers = 3"."""
     from diffenvs.registry import canonical_name
     from trainers.presets import COMPLEXITY_LEVELS
-    parameter = COMPLEXITY_LEVELS[canonical_name(config["task"])][0]
+    parameter = COMPLEXITY_LEVELS.get(canonical_name(config["task"]), (None,))[0]
     defaults = _facts({"task": config["task"]})[1]
     others = [f"{key} = {value}" for key, value in sorted(config.get("env_params", {}).items())
               if key != parameter and defaults.get(key) != value]
-    return ", ".join([_short_task(config["task"]), level_description(config), *others])
+    return ", ".join(part for part in [_short_task(config["task"]), level_description(config), *others] if part)
 
 
 def _problem_key(config: dict[str, Any]) -> tuple[str, str]:
@@ -435,10 +444,14 @@ def plot_comparison(paths: Sequence[str | Path | RunRecord], out: str | Path, *,
 
 
 def run_level(config: dict[str, Any]) -> Any:
-    """The complexity level of a run (its value of the task's level parameter, defaults included)."""
+    """The complexity level of a run (its value of the task's level parameter, defaults included); None
+    for a task outside the study."""
     from diffenvs.registry import canonical_name
     from trainers.presets import COMPLEXITY_LEVELS
-    parameter = COMPLEXITY_LEVELS[canonical_name(config["task"])][0]
+    name = canonical_name(config["task"])
+    if name not in COMPLEXITY_LEVELS:
+        return None
+    parameter = COMPLEXITY_LEVELS[name][0]
     return config.get("env_params", {}).get(parameter, _facts(config)[1].get(parameter))
 
 

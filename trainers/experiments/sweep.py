@@ -31,13 +31,14 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 import diffenvs
-from diffenvs.registry import canonical_name
+from diffenvs.registry import canonical_name, is_builtin
 from trainers import rundir
 from trainers.config import CLIP_MODES, TrainConfig, run_name, strategy_fields
 from trainers.engine import (
     GATED_STRATEGIES, Member, group_key, program_for, request_host_devices, train_members,
 )
-from trainers.presets import COMPLEXITY_LEVELS, study_preset
+from trainers.presets import COMPLEXITY_LEVELS, study_preset, task_preset
+from trainers.plugins import add_import_flag, import_modules
 from trainers.strategies import Strategy, strategy_names
 
 STUDY_STRATEGIES = ("bptt", "modified", "combined", "one_step")
@@ -76,7 +77,9 @@ def _non_empty(name: str, values: Any) -> tuple:
 class SweepSpec:
     """A grid of runs: tasks x levels x strategies x clipping modes x seeds x ``vary`` combinations.
 
-    tasks: task names ("cartpole", "guidance", "quantum" or canonical names).
+    tasks: task names ("cartpole", "guidance", "quantum" or canonical names; "gymnax:ENV_ID",
+    "brax:NAME" or registered names, which have no levels and train with their preset,
+    :func:`~trainers.presets.task_preset`).
     levels: complexity levels (see :data:`~trainers.presets.COMPLEXITY_LEVELS`): a sequence for a single
     task, a mapping task -> sequence, or None for all of the study's levels.
     strategies: names of :data:`GATED_STRATEGIES`, "truncated:K", "es", "es:P", or Strategy objects.
@@ -118,15 +121,23 @@ class SweepSpec:
                 raise ValueError(f"levels: with several tasks {tasks} give a mapping task -> levels, "
                                  f"got {self.levels!r}")
             _non_empty("levels", self.levels)
+            if not is_builtin(tasks[0]):
+                raise ValueError(f"levels: task {tasks[0]!r} has no complexity levels (set its environment "
+                                 f"parameters with options env_params), got {self.levels!r}")
         elif isinstance(self.levels, Mapping):
             for task, values in self.levels.items():
                 if canonical_name(task) not in tasks:
                     raise ValueError(f"levels: task {task!r} is not in tasks {tasks}")
+                if not is_builtin(task):
+                    raise ValueError(f"levels: task {task!r} has no complexity levels (set its environment "
+                                     f"parameters with options env_params)")
                 _non_empty(f"levels[{task!r}]", values)
 
     def task_levels(self, task: str) -> tuple[Any, ...]:
         """The levels of ``task`` in this grid."""
         name = canonical_name(task)
+        if not is_builtin(name):
+            return (None,)
         if self.levels is None:
             return COMPLEXITY_LEVELS[name][1]
         if isinstance(self.levels, Mapping):
@@ -141,14 +152,17 @@ class SweepSpec:
         configs = []
         varied = [[(name, value) for value in values] for name, values in self.vary.items()]
         for task in dict.fromkeys(canonical_name(t) for t in self.tasks):
-            study_levels = COMPLEXITY_LEVELS[task][1]
+            study_levels = COMPLEXITY_LEVELS.get(task, (None, ()))[1]
             for level in self.task_levels(task):
                 level = next((study for study in study_levels if study == level), level)   # 1 -> 1.0 for rc
                 for strategy, clip, seed, combination in itertools.product(
                         self.strategies, self.clips, self.seeds, itertools.product(*varied)):
                     overrides = {**self.options, **dict(combination)}
                     overrides.update(_parse_strategy(strategy))
-                    config = study_preset(task, level, clip=clip, seed=int(seed), **overrides)
+                    if is_builtin(task):
+                        config = study_preset(task, level, clip=clip, seed=int(seed), **overrides)
+                    else:
+                        config = task_preset(task, clip=clip, seed=int(seed), **overrides)
                     config.make_env()                   # unknown environment parameters fail here
                     configs.append(config)
         return configs
@@ -425,7 +439,10 @@ def _parser() -> argparse.ArgumentParser:
                     "interrupted ones resumed; --part I/N trains the I-th of N disjoint parts of the grid.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("out", type=Path, help="output root (one run directory per run)")
-    parser.add_argument("--tasks", nargs="+", default=["cartpole"], help="cartpole, guidance, quantum")
+    parser.add_argument("--tasks", nargs="+", default=["cartpole"],
+                        help="cartpole, guidance, quantum; or gymnax:ENV_ID, brax:NAME or a registered name (no "
+                             "levels; trained with the task's preset, environment parameters with --set env_params=...)")
+    add_import_flag(parser)
     parser.add_argument("--levels", nargs="+", default=None,
                         help="complexity levels (poles, rc, target); for several tasks TASK=L1,L2,...; "
                              "default: the study's levels")
@@ -466,7 +483,7 @@ def _parser() -> argparse.ArgumentParser:
     exclusive.add_argument("--export", type=Path, default=None, metavar="ARCHIVE",
                            help="write the configs and metrics of every run directory under OUT into ONE "
                                 "gzip-compressed CSV (e.g. docs/results/cartpole.csv.gz) and exit without training")
-    exclusive.add_argument("--import", dest="import_", type=Path, default=None, metavar="ARCHIVE",
+    exclusive.add_argument("--import-archive", dest="import_", type=Path, default=None, metavar="ARCHIVE",
                            help="recreate the run directories of ARCHIVE under OUT (config.json, metrics.csv; "
                                 "no checkpoints) and exit without training")
     archive.add_argument("--merge", action="store_true",
@@ -502,8 +519,21 @@ def _spec_from_args(args: argparse.Namespace) -> SweepSpec:
                      clips=tuple(args.clips), seeds=tuple(args.seeds), options=options, vary=vary)
 
 
+def check_import_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A one-line error for ``--import ARCHIVE``, the spelling that recreated runs from an archive before
+    ``--import`` took Python modules (now ``--import-archive ARCHIVE``)."""
+    for name in args.imports:
+        if name.endswith((".csv.gz", ".csv")):
+            parser.error(f"--import takes a Python module; to recreate the runs of the archive {name} use "
+                         f"--import-archive {name}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``diffenvs-sweep``."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--import", dest="imports", action="append", default=[])
+    check_import_values(_parser(), pre.parse_known_args(argv)[0])
+    import_modules(argv, "diffenvs-sweep")
     parser = _parser()
     args = parser.parse_args(argv)
     if args.devices is not None:

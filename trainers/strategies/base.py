@@ -25,7 +25,9 @@ batches. ``cosine`` is a column of every run (NaN unless the strategy reports it
 A named strategy with parameters is a *factory* registered with :func:`register`: ``get_strategy``
 and the spellings of the command line (``NAME``, ``NAME:VALUE``, ``NAME:key=value,key=value``, see
 :func:`parse_strategy`) then reach it in ``train``, ``diffenvs-train``, ``diffenvs-sweep`` and
-``diffenvs-compare``.
+``diffenvs-compare``. The command line reaches a strategy registered in a module with ``--import
+MODULE``, and an installed package's strategies through the entry-point group ``diffenvs.strategies``
+(:data:`ENTRY_POINT_GROUP`, loaded on the first look-up of an unknown name).
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from diffenvs.core import EnvState
-from trainers.rollout import Problem
+from trainers.rollout import Problem, State
 
 Array = jax.Array
 
@@ -88,14 +89,14 @@ class Strategy:
         """The strategy's state before the first update (``()`` for a stateless strategy)."""
         return () if self.init is None else self.init(problem, params, key)
 
-    def apply(self, problem: Problem, params: Any, states: EnvState, key: Array,
+    def apply(self, problem: Problem, params: Any, states: State, key: Array,
               state: Any = ()) -> tuple[StrategyResult, Any]:
         """(result, new strategy state) for either kind of strategy."""
         if self.init is None:
             return self.compute(problem, params, states, key), state
         return self.compute(problem, params, states, key, state)
 
-    def __call__(self, problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
+    def __call__(self, problem: Problem, params: Any, states: State, key: Array) -> StrategyResult:
         """The result of a stateless strategy (a stateful one needs :meth:`apply`)."""
         if self.init is not None:
             raise TypeError(f"strategy {self.name!r} owns state: call apply(problem, params, states, key, "
@@ -140,8 +141,38 @@ def register(item: Strategy | Callable[..., Strategy], name: str | None = None):
     return item
 
 
+ENTRY_POINT_GROUP = "diffenvs.strategies"
+"""The entry-point group through which installed packages register strategies (name -> a Strategy or a
+factory of strategies), loaded on the first look-up of a name that is not registered."""
+
+_entry_points_loaded = False
+
+
+def load_entry_points() -> None:
+    """Register the strategies of the ``diffenvs.strategies`` entry points (once; a name already
+    registered is kept). An entry point that cannot be loaded raises ValueError naming it."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name in STRATEGIES or entry_point.name in FACTORIES:
+            continue
+        try:
+            item = entry_point.load()
+        except Exception as error:  # noqa: BLE001 - reported in one line
+            raise ValueError(f"entry point {entry_point.name!r} ({entry_point.value}) of group "
+                             f"{ENTRY_POINT_GROUP!r} cannot be loaded: {type(error).__name__}: {error}") from None
+        if not (isinstance(item, Strategy) or callable(item)):
+            raise ValueError(f"entry point {entry_point.name!r} of group {ENTRY_POINT_GROUP!r} must be a Strategy "
+                             f"or a factory of strategies, got {item!r}")
+        register(item, entry_point.name)
+
+
 def strategy_names() -> list[str]:
-    """Every name :func:`get_strategy` accepts."""
+    """Every name :func:`get_strategy` accepts (entry points included)."""
+    load_entry_points()
     return sorted(STRATEGIES) + sorted(FACTORIES)
 
 
@@ -154,6 +185,8 @@ def factory_options(name: str) -> dict[str, Any]:
 def get_strategy(strategy: str | Strategy, options: dict[str, Any] | None = None) -> Strategy:
     """A :class:`Strategy` from a registered name (with ``options`` for a factory) or a Strategy."""
     options = dict(options or {})
+    if isinstance(strategy, str) and strategy not in STRATEGIES and strategy not in FACTORIES:
+        load_entry_points()
     if isinstance(strategy, Strategy):
         if options:
             raise ValueError(f"strategy_options apply to named strategies, got {options!r} with a Strategy object")
@@ -192,6 +225,8 @@ def parse_strategy(text: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(text, str):
         raise ValueError(f"strategy must be a name such as 'bptt' or 'truncated:10', got {text!r}")
     name, colon, argument = text.partition(":")
+    if name not in STRATEGIES and name not in FACTORIES:
+        load_entry_points()
     if name in STRATEGIES and not colon:
         return name, {}
     if name not in FACTORIES:

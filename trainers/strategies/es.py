@@ -7,9 +7,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from diffenvs.core import EnvState
 from trainers.checks import check_finite_positive
-from trainers.rollout import Problem, rollout_loss
+from trainers.rollout import Problem, State, rollout_loss
 from trainers.strategies.base import Strategy, StrategyResult, register
 
 Array = jax.Array
@@ -46,7 +45,7 @@ def es(population: int = 32, noise: float = 0.02) -> Strategy:
     check_perturbations("es", population, noise)
     pairs = population // 2
 
-    def compute(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
+    def compute(problem: Problem, params: Any, states: State, key: Array) -> StrategyResult:
         directions = sample_directions(params, key, (pairs,))
         loss_at = lambda p: rollout_loss(problem, p, states)
         shifted = lambda sign: jax.vmap(loss_at)(

@@ -42,41 +42,40 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from diffenvs.core import EnvState
-from trainers.rollout import Problem
+from trainers.rollout import Problem, State
 from trainers.strategies.base import Strategy, StrategyResult, register
 
 Array = jax.Array
 
 
-def control_sensitivities(problem: Problem, params: Any, states: EnvState) -> tuple[Array, Array, EnvState]:
+def control_sensitivities(problem: Problem, params: Any, states: State) -> tuple[Array, Array, State]:
     """(batch loss, ∂L/∂c (steps, batch, *action), the states the controls were computed at
-    (an EnvState with leading axes (steps, batch))): one forward and one backward pass."""
+    (the state pytree with leading axes (steps, batch))): one forward and one backward pass."""
     def loss_with_offsets(offsets: Array):
-        def body(current: EnvState, offset: Array):
-            controls = problem.control(params, current.physics, current.time) + offset
-            next_physics, loss = problem.simulate(current.physics, current.time, controls)
-            return EnvState(next_physics, current.time + 1), (loss, current)
+        def body(current: State, offset: Array):
+            controls = problem.control(params, current) + offset
+            next_states, loss = problem.simulate(current, controls)
+            return next_states, (loss, current)
         _, (losses, trajectory) = jax.lax.scan(body, states, offsets)
         return jnp.sum(losses), trajectory
 
-    controls = problem.control(params, states.physics, states.time)
+    controls = problem.control(params, states)
     offsets = jnp.zeros((problem.num_steps, *controls.shape), controls.dtype)
     (loss, trajectory), sensitivities = jax.value_and_grad(loss_with_offsets, has_aux=True)(offsets)
     return loss, sensitivities, trajectory
 
 
-def control_jacobian(problem: Problem, params: Any, trajectory: EnvState) -> Array:
+def control_jacobian(problem: Problem, params: Any, trajectory: State) -> Array:
     """J (steps · batch · action size, number of params): each control's gradient with respect to the
     flattened params at its own state, rows in the order of ``sensitivities.reshape(-1)``."""
     flat, unravel = ravel_pytree(params)
-    physics = trajectory.physics.reshape(-1, *trajectory.physics.shape[2:])
-    time = trajectory.time.reshape(-1)
+    states = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), trajectory)
 
-    def one(p: Array, t: Array) -> Array:                   # (action size, params)
-        return jax.jacrev(lambda q: problem.control(unravel(q), p[None], t[None]).reshape(-1))(flat)
+    def one(state: State) -> Array:                          # (action size, params)
+        single = jax.tree.map(lambda x: x[None], state)
+        return jax.jacrev(lambda q: problem.control(unravel(q), single).reshape(-1))(flat)
 
-    jacobians = jax.vmap(one)(physics, time)
+    jacobians = jax.vmap(one)(states)
     return jacobians.reshape(-1, flat.shape[0])
 
 
@@ -176,7 +175,7 @@ def hig(truncation: float = 1e-5) -> Strategy:
                          f"value), got {truncation!r}")
     relative = float(truncation)
 
-    def compute(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
+    def compute(problem: Problem, params: Any, states: State, key: Array) -> StrategyResult:
         loss, sensitivities, trajectory = control_sensitivities(problem, params, states)
         jacobian = control_jacobian(problem, params, trajectory)
         flat_update, rank = half_inverse_apply(jacobian, sensitivities.reshape(-1), relative)

@@ -41,8 +41,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from diffenvs.core import EnvState
-from trainers.rollout import Problem, batch_of_one, per_episode_losses_and_gradients, rollout_loss
+from trainers.rollout import (
+    Problem, State, batch_of_one, batch_size, per_episode_losses_and_gradients, rollout_loss,
+)
 from trainers.strategies.base import Strategy, StrategyResult, register
 from trainers.strategies.es import check_perturbations, sample_directions
 
@@ -54,16 +55,16 @@ def perturbation_directions(params: Any, key: Array, episodes: int, pairs: int) 
     return sample_directions(params, key, (episodes, pairs))
 
 
-def zeroth_order_per_episode(problem: Problem, params: Any, states: EnvState, key: Array, population: int,
+def zeroth_order_per_episode(problem: Problem, params: Any, states: State, key: Array, population: int,
                              noise: float) -> tuple[Any, Array]:
     """(per-episode antithetic estimates, params-like with a leading axis B; loss differences (B, pairs)).
 
     Episode i uses directions ``perturbation_directions(params, key, B, population // 2)[i]``.
     """
-    episodes, pairs = states.physics.shape[0], population // 2
+    episodes, pairs = batch_size(states), population // 2
     directions = perturbation_directions(params, key, episodes, pairs)
 
-    def episode(state: EnvState, direction: Any) -> tuple[Any, Array]:
+    def episode(state: State, direction: Any) -> tuple[Any, Array]:
         def shifted(sign: float) -> Array:
             moved = jax.tree.map(lambda p, d: p + sign * noise * d, params, direction)
             return jax.vmap(lambda q: rollout_loss(problem, q, batch_of_one(state)))(moved)
@@ -74,7 +75,7 @@ def zeroth_order_per_episode(problem: Problem, params: Any, states: EnvState, ke
     return jax.vmap(episode)(states, directions)
 
 
-def _estimates(problem: Problem, params: Any, states: EnvState, key: Array, population: int, noise: float):
+def _estimates(problem: Problem, params: Any, states: State, key: Array, population: int, noise: float):
     losses, first = per_episode_losses_and_gradients(problem, params, states)
     zeroth, differences = zeroth_order_per_episode(problem, params, states, key, population, noise)
     nonzero = jnp.mean((differences != 0).astype(differences.dtype))
@@ -108,10 +109,10 @@ def ivw(population: int = 16, noise: float = 0.02) -> Strategy:
     """Inverse-variance weighting of per-episode bptt and zeroth-order estimates (Suh et al., ICML 2022)."""
     check_perturbations("ivw", population, noise)
 
-    def compute(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
-        if states.physics.shape[0] < 2:
+    def compute(problem: Problem, params: Any, states: State, key: Array) -> StrategyResult:
+        if batch_size(states) < 2:
             raise ValueError(f"ivw: the batch must hold at least 2 episodes to estimate variances, "
-                             f"got batch_size {states.physics.shape[0]}")
+                             f"got batch_size {batch_size(states)}")
         loss, first, zeroth, nonzero = _estimates(problem, params, states, key, population, noise)
         alpha = inverse_variance_weights(first, zeroth)
         return StrategyResult(loss, _mixture(alpha, first, zeroth),
@@ -131,7 +132,7 @@ def alpha_order(alpha: float = 0.5, population: int = 16, noise: float = 0.02) -
     check_perturbations("alpha_order", population, noise)
     weight = float(alpha)
 
-    def compute(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
+    def compute(problem: Problem, params: Any, states: State, key: Array) -> StrategyResult:
         loss, first, zeroth, nonzero = _estimates(problem, params, states, key, population, noise)
         fixed = jax.tree.map(lambda p: jnp.full(p.shape, weight, p.dtype), params)
         return StrategyResult(loss, _mixture(fixed, first, zeroth),

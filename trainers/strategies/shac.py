@@ -25,7 +25,8 @@ per instance i (the per-instance step losses, whose batch mean is ℓ_t), with t
 the T × batch pairs (o_t, T - t). The paper fits on the targets of each h-step window and keeps a
 slowly updated target critic; here the targets span the episode and are held fixed during the fitting
 iterations (their role). The critic is an MLP (ELU, as in the paper) on the flattened observation
-and the fraction of the episode still to go, (T - t) / T; its output is multiplied by a fixed
+and the fraction of the episode still to go, (T - t) / T (t the step index, so the state
+needs no clock); its output is multiplied by a fixed
 ``value_scale``, the mean episode loss of the untrained controller on 16 initial states drawn by
 ``init``, so that the network predicts numbers of order one on every task (the cart-pole's losses are
 of order 1, quantum control's of order 100).
@@ -58,9 +59,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from diffenvs.core import EnvState
 from trainers.checks import check_number
-from trainers.rollout import Problem, rollout_loss
+from trainers.rollout import Problem, State, batch_size, is_float, rollout_loss
 from trainers.strategies.base import Strategy, StrategyResult, register
 
 Array = jax.Array
@@ -112,26 +112,18 @@ def critic_apply(layers: list[dict[str, Array]], inputs: Array) -> Array:
     return (hidden @ layers[-1]["kernel"] + layers[-1]["bias"])[:, 0]
 
 
-def _observations(problem: Problem, physics: Array, time: Array) -> Array:
-    """Flattened observations (batch, features) of a physics batch at per-instance times."""
-    observe = jax.vmap(lambda p, t: problem.env.observation(EnvState(p, t), None, problem.env_params))
-    observations = observe(physics, time)
-    return observations.reshape(observations.shape[0], -1)
+def critic_inputs(problem: Problem, states: State, steps_taken: Array) -> Array:
+    """The critic's input (batch, features + 1): the flattened observation of each state and the
+    fraction of the episode still to go, (T - t) / T, t = ``steps_taken`` (the step index, (batch,))."""
+    observations = problem.observe(states)
+    observations = observations.reshape(observations.shape[0], -1)
+    to_go = (problem.num_steps - steps_taken).astype(observations.dtype) / problem.num_steps
+    return jnp.concatenate([observations, to_go[:, None]], axis=1)
 
 
-def critic_inputs(problem: Problem, physics: Array, time: Array) -> Array:
-    """The critic's input (batch, features + 1): flattened observation and (T - t) / T."""
-    to_go = (problem.num_steps - time).astype(physics.dtype) / problem.num_steps
-    return jnp.concatenate([_observations(problem, physics, time), to_go[:, None]], axis=1)
-
-
-def instance_step(problem: Problem, physics: Array, time: Array, controls: Array) -> tuple[Array, Array]:
-    """``problem.simulate`` without the batch mean: (next physics, per-instance step losses (batch,))."""
-    def single(p, t, c):
-        state = EnvState(p, t)
-        next_state = problem.env.transition(state, c, None, problem.env_params)
-        return next_state.physics, -problem.env.reward(state, c, next_state, None, problem.env_params)
-    return jax.vmap(single)(physics, time, controls)
+def instance_step(problem: Problem, states: State, controls: Array) -> tuple[State, Array]:
+    """``problem.simulate`` without the batch mean: (next states, per-instance step losses (batch,))."""
+    return problem.step(states, controls)
 
 
 def td_lambda_targets(losses: Array, next_values: Array, lam: float) -> Array:
@@ -169,44 +161,50 @@ def shac(horizon: int = 32, lam: float = 0.95, critic_learning_rate: float = 1e-
         dtype = jax.tree.leaves(params)[0].dtype
         state_key, critic_key = jax.random.split(key)
         states = jax.vmap(problem.env.initial)(jax.random.split(state_key, SCALE_STATES))
-        states = EnvState(states.physics.astype(dtype), states.time)
+        states = jax.tree.map(lambda x: x.astype(dtype) if is_float(x) else x, states)
         scale = jnp.maximum(jnp.abs(rollout_loss(problem, params, states)), jnp.asarray(1e-6, dtype))
-        size = critic_inputs(problem, states.physics, states.time).shape[1]
+        size = critic_inputs(problem, states, jnp.zeros((SCALE_STATES,), jnp.int32)).shape[1]
         critic = critic_init(critic_key, size, hidden, dtype)
         return {"critic": critic, "critic_optimizer": critic_optimizer.init(critic),
                 "value_scale": scale.astype(dtype)}
 
-    def compute(problem: Problem, params: Any, states: EnvState, key: Array,
+    def compute(problem: Problem, params: Any, states: State, key: Array,
                 state: dict[str, Any]) -> tuple[StrategyResult, dict[str, Any]]:
         steps = problem.num_steps
         windows = -(-steps // horizon)
         scale = state["value_scale"]
         critic = stop(state["critic"])
-        value = lambda layers, physics, time: scale * critic_apply(layers, critic_inputs(problem, physics, time))
+        value = lambda layers, states, taken: scale * critic_apply(layers, critic_inputs(problem, states, taken))
+        masks = problem.masks_termination
+        count = batch_size(states)
 
         def objective(params: Any):
-            def body(current: EnvState, t: Array):
-                physics = jnp.where(t % horizon == 0, stop(current.physics), current.physics)
-                controls = problem.control(params, physics, current.time)
-                next_physics, losses = instance_step(problem, physics, current.time, controls)
-                next_time = current.time + 1
+            def body(current: State, t: Array):
+                current = jax.tree.map(lambda x: jnp.where(t % horizon == 0, stop(x), x), current)
+                controls = problem.control(params, current)
+                next_states, losses = instance_step(problem, current, controls)
+                taken = jnp.full((count,), t + 1, jnp.int32)
                 window_end = ((t + 1) % horizon == 0) & (t + 1 < steps)
-                bootstrap = jnp.where(window_end, jnp.mean(value(critic, next_physics, next_time)), 0.0)
+                next_values = value(critic, next_states, taken)
+                if masks:                               # an ended episode has no loss to come
+                    next_values = jnp.where(problem.done(next_states), 0.0, next_values)
+                bootstrap = jnp.where(window_end, jnp.mean(next_values), 0.0)
                 step_loss = jnp.mean(losses)
-                return EnvState(next_physics, next_time), (step_loss, bootstrap, losses, physics, current.time)
+                return next_states, (step_loss, bootstrap, losses, current)
 
-            _, (step_losses, bootstraps, losses, physics, times) = jax.lax.scan(
-                body, states, jnp.arange(steps))
+            _, (step_losses, bootstraps, losses, trajectory) = jax.lax.scan(body, states, jnp.arange(steps))
             episode_loss = jnp.sum(step_losses)
-            return (episode_loss + jnp.sum(bootstraps)) / windows, (episode_loss, losses, physics, times)
+            return (episode_loss + jnp.sum(bootstraps)) / windows, (episode_loss, losses, trajectory)
 
-        (_, (episode_loss, losses, physics, times)), update = jax.value_and_grad(objective, has_aux=True)(params)
-        # critic data: the rollout's states (T, batch, ...) and times, stop-gradient
-        losses, physics = stop(losses), stop(physics)
-        flat_physics = physics.reshape(-1, *physics.shape[2:])
-        flat_times = times.reshape(-1)
-        inputs = critic_inputs(problem, flat_physics, flat_times)
+        (_, (episode_loss, losses, trajectory)), update = jax.value_and_grad(objective, has_aux=True)(params)
+        # critic data: the rollout's states (T, batch, ...) and step indices, stop-gradient
+        losses, trajectory = stop(losses), stop(trajectory)
+        flat_states = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), trajectory)
+        flat_taken = jnp.repeat(jnp.arange(steps, dtype=jnp.int32), count)
+        inputs = critic_inputs(problem, flat_states, flat_taken)
         values = (scale * critic_apply(critic, inputs)).reshape(losses.shape)       # V(x_t), (T, batch)
+        if masks:
+            values = jnp.where(problem.done(flat_states).reshape(losses.shape), 0.0, values)
         next_values = jnp.concatenate([values[1:], jnp.zeros_like(values[:1])], axis=0)
         targets = stop(td_lambda_targets(losses, next_values, lam)).reshape(-1)
 

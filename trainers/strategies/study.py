@@ -1,6 +1,7 @@
 """The study's gradient strategies: where the backward pass through a rollout may go.
 
-With sg = stop-gradient, c_t = N(x_t or sg(x_t); θ) and x_{t+1} = S(x_t or sg(x_t), c_t):
+With sg = stop-gradient, c_t = N(x_t or sg(x_t); θ) and x_{t+1} = S(x_t or sg(x_t), c_t), x_t the
+state pytree (sg stops every leaf):
 
 ============== ===== ============= ============= =================================================
 name           study network input physics input meaning
@@ -26,8 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from diffenvs.core import EnvState
-from trainers.rollout import Gate, Problem, make_gate, rollout_loss
+from trainers.rollout import Gate, Problem, State, make_gate, rollout_loss, split_float_leaves
 from trainers.strategies.base import (
     Strategy, StrategyResult, cosine_similarity, register, sign_agreement,
 )
@@ -38,7 +38,7 @@ stop = jax.lax.stop_gradient
 
 def gated(name: str, gate: Gate, description: str = "") -> Strategy:
     """The strategy that differentiates the rollout loss through ``gate``."""
-    def compute(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
+    def compute(problem: Problem, params: Any, states: State, key: Array) -> StrategyResult:
         loss, gradient = jax.value_and_grad(lambda p: rollout_loss(problem, p, states, gate))(params)
         return StrategyResult(loss, gradient, {})
     return Strategy(name, compute, description)
@@ -58,8 +58,8 @@ def truncated(every: int) -> Strategy:
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"truncated: every must be an integer >= 1, got {every!r}")
 
-    def gate(t: Array, physics: Array) -> tuple[Array, Array]:
-        cut = jnp.where((t > 0) & (t % every == 0), stop(physics), physics)
+    def gate(t: Array, states: State) -> tuple[State, State]:
+        cut = jax.tree.map(lambda x: jnp.where((t > 0) & (t % every == 0), stop(x), x), states)
         return cut, cut
 
     return gated(f"truncated({every})", gate, f"BPTT truncated every {every} steps")
@@ -68,14 +68,14 @@ def truncated(every: int) -> Strategy:
 register(truncated)
 
 
-def bptt_and_modified(problem: Problem, params: Any, states: EnvState) -> tuple[Array, Any, Any]:
+def bptt_and_modified(problem: Problem, params: Any, states: State) -> tuple[Array, Any, Any]:
     """(loss, bptt gradient g, modified gradient m) from ONE forward rollout: :func:`gated_fields`
     with the gates of ``bptt`` (1, 1) and ``modified`` (0, 1)."""
     loss, gradients = gated_fields(problem, params, states, jnp.array([[1.0, 1.0], [0.0, 1.0]]))
     return loss, jax.tree.map(lambda g: g[0], gradients), jax.tree.map(lambda g: g[1], gradients)
 
 
-def _combined(problem: Problem, params: Any, states: EnvState, key: Array) -> StrategyResult:
+def _combined(problem: Problem, params: Any, states: State, key: Array) -> StrategyResult:
     loss, true_gradient, modified_gradient = bptt_and_modified(problem, params, states)
     return StrategyResult(loss, sign_agreement(modified_gradient, true_gradient),
                           {"cosine": cosine_similarity(modified_gradient, true_gradient)})
@@ -89,7 +89,7 @@ for _strategy in (bptt, modified, network_only, one_step, combined):
     register(_strategy)
 
 
-def gated_fields(problem: Problem, params: Any, states: EnvState, gates: Array,
+def gated_fields(problem: Problem, params: Any, states: State, gates: Array,
                  truncate_every: Array | int = 0) -> tuple[Array, Any]:
     """(loss, F parameter gradients) from ONE forward rollout, with the gates given as data.
 
@@ -112,35 +112,45 @@ def gated_fields(problem: Problem, params: Any, states: EnvState, gates: Array,
         raise ValueError(f"gates must have shape (fields, 2), got {gates.shape}")
     fields = gates.shape[0]
 
-    def forward(state: EnvState, _: Any):
-        controls = problem.control(params, state.physics, state.time)
-        (next_physics, loss), simulator_vjp = jax.vjp(
-            lambda x, c: problem.simulate(x, state.time, c), state.physics, controls)
-        return EnvState(next_physics, state.time + 1), (loss, simulator_vjp, state)
+    def forward(state: State, _: Any):
+        floats, rebuild = split_float_leaves(state)
+        controls = problem.control(params, state)
+
+        def simulator(x, c):
+            next_state, loss = problem.simulate(rebuild(x), c)
+            next_floats, _ = split_float_leaves(next_state)
+            return (next_floats, loss), next_state
+
+        (_, loss), simulator_vjp, next_state = jax.vjp(simulator, floats, controls, has_aux=True)
+        return next_state, (loss, simulator_vjp, state)
 
     _, (losses, simulator_vjps, trajectory) = jax.lax.scan(forward, states, None, length=problem.num_steps)
     every = jnp.asarray(truncate_every)
     steps = jnp.arange(problem.num_steps)
 
-    def backward(adjoints: Array, inputs):              # adjoints: leading axis = the fields
+    def backward(adjoints: list[Array], inputs):          # adjoints: float leaves, leading axis = the fields
         simulator_vjp, state, t = inputs
         state_cotangent, control_cotangent = jax.vmap(simulator_vjp)((adjoints, jnp.ones((fields,), losses.dtype)))
-        _, network_input_vjp = jax.vjp(lambda x: problem.control(params, x, state.time), state.physics)
+        floats, rebuild = split_float_leaves(state)
+        _, network_input_vjp = jax.vjp(lambda x: problem.control(params, rebuild(x)), floats)
         (network_state_cotangent,) = jax.vmap(network_input_vjp)(control_cotangent)
         cut = (every > 0) & (t > 0) & (t % jnp.maximum(every, 1) == 0)
-        open_gates = jnp.where(cut, jnp.zeros_like(gates), gates).astype(adjoints.dtype)
-        shape = (fields,) + (1,) * (adjoints.ndim - 1)
-        adjoints = (open_gates[:, 1].reshape(shape) * state_cotangent
-                    + open_gates[:, 0].reshape(shape) * network_state_cotangent)
+        open_gates = jnp.where(cut, jnp.zeros_like(gates), gates)
+
+        def combine(simulator_part: Array, network_part: Array) -> Array:
+            leaf_gates = open_gates.astype(simulator_part.dtype)
+            shape = (fields,) + (1,) * (simulator_part.ndim - 1)
+            return leaf_gates[:, 1].reshape(shape) * simulator_part + leaf_gates[:, 0].reshape(shape) * network_part
+
+        adjoints = [combine(s, n) for s, n in zip(state_cotangent, network_state_cotangent)]
         return adjoints, control_cotangent
 
-    zero_adjoints = jnp.zeros((fields, *states.physics.shape), states.physics.dtype)
+    zero_adjoints = [jnp.zeros((fields, *leaf.shape), leaf.dtype) for leaf in split_float_leaves(states)[0]]
     _, control_cotangents = jax.lax.scan(backward, zero_adjoints, (simulator_vjps, trajectory, steps),
                                          reverse=True)              # (steps, fields, batch, *action)
     # Σ_t P_tᵀ μ_t for every field at once: one vector-Jacobian product of the network over the whole
     # trajectory (large, efficient matrix products) instead of one small product per step.
-    _, parameter_vjp = jax.vjp(
-        lambda p: jax.vmap(lambda x, t: problem.control(p, x, t))(trajectory.physics, trajectory.time), params)
+    _, parameter_vjp = jax.vjp(lambda p: jax.vmap(lambda state: problem.control(p, state))(trajectory), params)
     (gradients,) = jax.vmap(parameter_vjp, in_axes=1)(control_cotangents)
     return jnp.sum(losses), gradients
 

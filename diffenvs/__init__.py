@@ -27,7 +27,7 @@ from diffenvs.gym_adapter import GymEnv, GymVectorEnv, register_environments
 
 register_environments()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"     # the one place of the version: pyproject.toml reads it from here
 
 __all__ = [
     "CartPole", "CartPoleParams", "ControlEnv", "EnvState", "FunctionalEnv", "GradientCheck",

@@ -203,6 +203,25 @@ def make(name: str, **params: Any) -> ControlEnv:
     A built-in environment takes the fields of its params dataclass; ``gymnax:ENV_ID`` and ``brax:NAME``
     go to their adapters, a registered name to its factory.
 
+    Args:
+        name: a built-in environment's canonical name (``"CartPole"``, ``"GuidanceByRepulsion"``,
+            ``"QuantumControl"``), short alias (``"cartpole"``, ``"guidance"``, ``"quantum"``) or
+            Gymnasium id (``"diffenvs/CartPole-v0"``); ``"gymnax:ENV_ID"``, ``"brax:NAME"``; or a name
+            registered with :func:`register`.
+        **params: for a built-in environment, fields of its parameter dataclass
+            (:class:`~diffenvs.cartpole.CartPoleParams`, :class:`~diffenvs.guidance.GuidanceParams`,
+            :class:`~diffenvs.quantum.QuantumParams`), e.g. ``num_poles=2``, the others keeping the
+            study's values; otherwise the keyword arguments of the adapter or the registered factory.
+
+    Returns:
+        The environment: pure functions of the state, the action and (optionally) the differentiable
+            parameters, usable under ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
+
+    Raises:
+        ValueError: an unknown name (the message names the known ones and the closest match), a
+            parameter the environment does not take (the message lists the allowed ones), a
+            parameter's value out of range, or an adapter that cannot be imported.
+
     Examples:
         >>> env = make("CartPole", num_poles=2)
     """

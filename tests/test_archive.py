@@ -150,6 +150,7 @@ def test_sweep_cli_exports_merges_and_imports(root, tmp_path, capsys):
         sweep_main([str(root), "--merge"])
 
 
+@pytest.mark.slow
 def test_plotting_from_an_archive_matches_the_run_directories(root, tmp_path):
     path = tmp_path / "cartpole.csv.gz"
     archive.export_runs([root], path)

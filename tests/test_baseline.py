@@ -43,6 +43,7 @@ def _loss_of_policy(env, action_scale: float, make_policy, params, states) -> fl
     return float(jax.jit(lambda p: rollout_loss(problem, p, states))(params))
 
 
+@pytest.mark.slow
 def test_command_writes_a_plottable_run_evaluated_on_the_trainers_test_set(tmp_path, capsys):
     from brax.training.agents.ppo import networks as ppo_networks
     from brax.training.agents.ppo import train as ppo
@@ -111,6 +112,7 @@ def test_command_writes_a_plottable_run_evaluated_on_the_trainers_test_set(tmp_p
     assert "--overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_final_evaluation_is_the_trainers_loss_of_the_returned_policy(tmp_path):
     result = train_baseline(
         "quantum", "apg", env_params={"num_steps": 16}, action_scale=4.0, seed=1, num_test=8, num_timesteps=128,

@@ -49,6 +49,7 @@ def _policy_loss(env: BraxEnv, make_policy, params, count: int = 4) -> float:
     return float(jax.jit(lambda p: rollout_loss(problem, p, states))(params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ENVIRONMENTS)
 def test_ppo_trains(name):
     from brax.training.agents.ppo import networks as ppo_networks
@@ -65,6 +66,7 @@ def test_ppo_trains(name):
     assert math.isfinite(_policy_loss(env, make_policy, params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ENVIRONMENTS)
 def test_apg_trains(name):
     from brax.training.agents.apg import networks as apg_networks
@@ -90,6 +92,7 @@ def _brax_episode(env: BraxEnv, start, action_fn):
     return jax.lax.scan(body, env.reset_to(start), jnp.arange(env.num_steps))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ENVIRONMENTS)
 def test_return_is_minus_the_loss_open_loop(name, x64):
     env = BraxEnv(name)
@@ -115,6 +118,7 @@ def test_return_is_minus_the_loss_open_loop(name, x64):
     assert not np.allclose(np.asarray(unscaled), np.asarray(losses), rtol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ENVIRONMENTS)
 def test_return_is_minus_the_trainers_loss_with_a_controller(name, x64):
     env = BraxEnv(name)
@@ -140,6 +144,7 @@ def test_return_is_minus_the_trainers_loss_with_a_controller(name, x64):
         lambda p: rollout_loss(problem, p, states))(params)), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ENVIRONMENTS)
 def test_done_and_metrics(name):
     env = brax_env(name)
@@ -182,6 +187,7 @@ def test_action_scale_default_and_custom():
     assert not np.array_equal(np.asarray(clipped.obs), np.asarray(step(state, jnp.array([0.5])).obs))
 
 
+@pytest.mark.slow
 def test_bad_action_shape_and_params():
     env = BraxEnv("GuidanceByRepulsion")
     state = env.reset(jax.random.PRNGKey(0))
@@ -200,6 +206,7 @@ def test_bad_action_shape_and_params():
         BraxEnv("CartPole", poles=2)
 
 
+@pytest.mark.slow
 def test_lazy_export():
     assert "brax_env" in diffenvs.__all__ and "BraxEnv" in diffenvs.__all__
     assert diffenvs.BraxEnv is BraxEnv and diffenvs.brax_env is brax_env

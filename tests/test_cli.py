@@ -34,6 +34,7 @@ def _error_line(capsys, function, argv) -> str:
     return errors[0].split(": error: ", 1)[1]
 
 
+@pytest.mark.slow
 def test_default_run_directories_name_the_level_and_never_collide(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert train_main(["--strategy", "bptt", *TINY]) == 0
@@ -65,6 +66,7 @@ def test_run_names_carry_every_non_default_option_but_epochs():
     assert name(env_params={"num_poles": 2}, clip="norm", seed=3) == "cartpole-poles2-combined-norm-seed3"
 
 
+@pytest.mark.slow
 def test_a_finished_run_says_so_in_one_line(tmp_path, capsys):
     out = tmp_path / "run"
     arguments = ["--strategy", "bptt", "--out", str(out), *TINY[:-2]]       # with progress output and plot
@@ -83,6 +85,7 @@ def test_a_finished_run_says_so_in_one_line(tmp_path, capsys):
     assert "is finished" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_strategy_accepts_the_sweeps_spellings(tmp_path):
     out = tmp_path / "truncated"
     assert train_main(["--strategy", "truncated:10", "--out", str(out), *TINY]) == 0
@@ -94,6 +97,7 @@ def test_strategy_accepts_the_sweeps_spellings(tmp_path):
     assert (config["strategy"], config["es_population"]) == ("es", 4)
 
 
+@pytest.mark.slow
 def test_out_errors_name_the_flag_without_a_traceback(tmp_path, capsys):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a run")
@@ -139,6 +143,7 @@ def test_train_errors_are_one_line_naming_the_flag(argv, start, capsys):
     assert _error_line(capsys, train_main, argv).startswith(start)
 
 
+@pytest.mark.slow
 def test_plot_compare_baseline_and_sweep_errors_are_one_line_naming_the_flag(tmp_path, capsys):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a run")

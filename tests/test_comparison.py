@@ -35,6 +35,7 @@ def comparison_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_runs_stop_at_the_budget_and_finished_runs_are_skipped(comparison_root):
     apg = comparison_root / run_name("CartPole", 1, "apg", 0)
     bptt = comparison_root / run_name("CartPole", 1, "bptt", 0)
@@ -51,6 +52,7 @@ def test_runs_stop_at_the_budget_and_finished_runs_are_skipped(comparison_root):
     assert len(rundir.read_metrics(bptt)) == len(bptt_rows)            # budget spent: no new epoch
 
 
+@pytest.mark.slow
 def test_table_and_figure(comparison_root, tmp_path, capsys):
     rows = comparison_table([comparison_root])
     assert [row["method"] for row in rows] == ["apg", "bptt"]
@@ -78,6 +80,7 @@ def test_table_and_figure(comparison_root, tmp_path, capsys):
     assert "no comparison runs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_loss_at_equal_environment_steps(comparison_root, tmp_path, capsys):
     # a run of five epochs with known test losses, in the trainers' format
     source = comparison_root / run_name("CartPole", 1, "bptt", 0)
@@ -112,6 +115,7 @@ def test_loss_at_equal_environment_steps(comparison_root, tmp_path, capsys):
     assert "at-steps: 0.0 must be a finite number of environment steps >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_archive_keeps_the_comparison(comparison_root, tmp_path, capsys):
     archive = tmp_path / "comparison.csv.gz"
     assert main([str(comparison_root), "--cases", "cartpole:1", "--methods", "apg", "bptt", "--report-only",

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = """
 import json, sys
@@ -32,6 +33,7 @@ def _sweep(out, devices):
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_group_split_over_two_devices_agrees_with_one_device(tmp_path):
     one, two = _sweep(tmp_path / "one", 1), _sweep(tmp_path / "two", 2)
     assert one["devices"] == two["devices"] == 2

@@ -57,6 +57,7 @@ def _partial_sum_loss(problem: Problem, params, states: EnvState, horizon: int):
     return total
 
 
+@pytest.mark.slow
 def test_horizon_gradients_are_the_gradients_of_the_first_steps_losses(x64):
     problem, params, states = _setup("guidance", 3, num_steps=4)
     params = _perturbed(params, jax.random.PRNGKey(5))
@@ -73,6 +74,7 @@ def test_horizon_gradients_are_the_gradients_of_the_first_steps_losses(x64):
     assert len(set(np.round(np.asarray(norms), 12))) == len(horizons)   # the horizons really differ
 
 
+@pytest.mark.slow
 def test_cartpole_final_loss_horizon_is_the_episode_stopped_there(x64):
     """With the FINAL loss, horizon H scores the state after H steps: the loss of an H-step episode of
     the same time step, not the (zero) sum of the first H step contributions."""
@@ -90,6 +92,7 @@ def test_cartpole_final_loss_horizon_is_the_episode_stopped_there(x64):
     assert np.linalg.norm(_flat(jax.tree.map(lambda g: g[0], gradients))) > 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("horizons", [(), (0, 2), (2, 9), (2.0,), (True,)])
 def test_bad_horizons_are_refused(horizons):
     problem, params, states = _setup("cartpole", 2, num_steps=8)
@@ -129,6 +132,7 @@ class LinearSystem(FunctionalEnv[LinearParams]):
         return (2,)
 
 
+@pytest.mark.slow
 def test_lyapunov_exponent_of_a_linear_closed_loop_is_the_log_spectral_radius():
     env = LinearSystem()
     gain = jnp.array([[0.1, 0.0]])      # A + B K = [[1.1, 0.3], [0, 0.6]]: eigenvalues 1.1 and 0.6
@@ -143,6 +147,7 @@ def test_lyapunov_exponent_of_a_linear_closed_loop_is_the_log_spectral_radius():
     assert time_step(problem) == 0.5
 
 
+@pytest.mark.slow
 def test_lyapunov_exponent_is_the_log_growth_of_the_explicit_jacobian_product(x64):
     problem, params, states = _setup("cartpole", 3, num_poles=2, num_steps=20)
     params = _perturbed(params, jax.random.PRNGKey(7))
@@ -170,6 +175,7 @@ def test_lyapunov_exponent_is_the_log_growth_of_the_explicit_jacobian_product(x6
     assert np.all(np.abs(np.asarray(estimate) - np.asarray(simulator_only)) > 1e-6)   # the network path counts
 
 
+@pytest.mark.slow
 def test_lyapunov_exponent_refuses_bad_steps():
     problem, params, states = _setup("cartpole", 2, num_steps=4)
     with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
@@ -178,6 +184,7 @@ def test_lyapunov_exponent_refuses_bad_steps():
 
 # ------------------------------------------------------------------ per-episode gradient variance
 
+@pytest.mark.slow
 def test_per_episode_gradient_variance_is_the_trace_of_the_unbiased_covariance(x64):
     problem, params, states = _setup("cartpole", 4, num_steps=5)
     single = jax.jit(jax.grad(lambda p, one: rollout_loss(problem, p, one)))
@@ -198,6 +205,7 @@ def test_per_episode_gradient_variance_is_the_trace_of_the_unbiased_covariance(x
 
 # ----------------------------------------------------------------------------------- command line
 
+@pytest.mark.slow
 def test_command_writes_table_figure_and_csv(tmp_path, capsys):
     out = tmp_path / "diag"
     assert main(["--tasks", "cartpole", "--levels", "2", "--num-steps", "4", "--states", "2",
@@ -233,6 +241,7 @@ def test_command_refuses_bad_flags_in_one_line(argv, message, capsys):
     assert error.startswith("diffenvs-diagnose: error: ") and message in error
 
 
+@pytest.mark.slow
 def test_a_run_directory_is_diagnosed_at_its_checkpoint(tmp_path, capsys):
     from trainers import train
     from trainers.experiments.diagnostics import diagnose_run
@@ -259,6 +268,7 @@ def test_a_run_directory_is_diagnosed_at_its_checkpoint(tmp_path, capsys):
     assert f"run directory {tmp_path / 'nothing'} holds no config.json" in capsys.readouterr().err.splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_the_api_example_of_the_docs_runs():
     from pathlib import Path
     import re

@@ -93,6 +93,7 @@ def test_every_example_is_run_or_skipped_with_a_reason():
     assert found == set(SHRINK) | set(SKIPPED)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(SHRINK), ids=lambda key: f"{key[0]}-{key[1]}")
 def test_example_runs(key, tmp_path):
     code = _shrunk(key)

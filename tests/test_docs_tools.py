@@ -20,6 +20,7 @@ def load_milestones():
     return module
 
 
+@pytest.mark.slow
 def test_milestones_match_the_archive(capsys):
     milestones = load_milestones()
     text = milestones.milestones_markdown([ARCHIVE], epochs=[50], level=3)
@@ -72,6 +73,7 @@ def _write_run(root, name, config, losses):
     (run_dir / "metrics.csv").write_text("epoch,test_loss\n" + "".join(f"{e},{v}\n" for e, v in enumerate(losses)))
 
 
+@pytest.mark.slow
 def test_modern_comparison_table_and_figure(tmp_path, capsys):
     comparison = load_modern_comparison()
     base = {"task": "CartPole", "env_params": {"num_poles": 4}, "clip": "none"}

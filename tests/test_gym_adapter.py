@@ -132,6 +132,7 @@ def test_ids_registered_with_both_entry_points(name):
     assert gym.spec(IDS[name]) is spec
 
 
+@pytest.mark.slow
 def test_make_passes_num_poles():
     env = gym.make(IDS["CartPole"], num_poles=3)
     assert env.unwrapped.functional_env.default_params.num_poles == 3
@@ -143,6 +144,7 @@ def test_make_passes_num_poles():
     assert_obs(env, obs, (4, 2))
 
 
+@pytest.mark.slow
 def test_make_passes_agent_counts():
     env = gym.make(IDS["GuidanceByRepulsion"], num_drivers=3, num_evaders=5)
     assert env.observation_space.shape == (8, 2, 2)
@@ -153,6 +155,7 @@ def test_make_passes_agent_counts():
     assert_obs(env, obs, (8, 2, 2))
 
 
+@pytest.mark.slow
 def test_make_passes_num_points_and_num_steps():
     env = gym.make(IDS["QuantumControl"], num_points=16, num_steps=3)
     assert env.observation_space.shape == (16, 2)
@@ -161,6 +164,7 @@ def test_make_passes_num_points_and_num_steps():
     assert truncations == [False, False, True]
 
 
+@pytest.mark.slow
 def test_make_target_state_changes_reward():
     """Starting in eigenstate 3 with a small control: target 3 is nearly reached (reward ~ 0),
     target 4 is nearly orthogonal (reward ~ -1); both match the core with the same parameter."""
@@ -191,6 +195,7 @@ FLOAT_PARAMS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, param, value", FLOAT_PARAMS)
 def test_make_float_param_changes_dynamics(name, param, value):
     physics = start_physics(name)
@@ -270,6 +275,7 @@ def test_reset_seed_determinism(name):
     assert not np.array_equal(a, b)
 
 
+@pytest.mark.slow
 @name_param
 def test_reset_options_state_then_step_matches_core(name):
     physics = start_physics(name, seed=2)
@@ -374,6 +380,7 @@ def test_default_action_space_is_unbounded(name):
     assert np.all(np.isneginf(env.action_space.low)) and np.all(np.isposinf(env.action_space.high))
 
 
+@pytest.mark.slow
 @name_param
 def test_action_scale_bounds_and_scales_the_control(name):
     scale = 3.0
@@ -443,6 +450,7 @@ def test_step_bad_action_with_action_scale_raises(name):
         env.step(action)
 
 
+@pytest.mark.slow
 @name_param
 def test_step_refuses_the_right_size_in_a_wrong_shape(name):
     env = shared_env(name)
@@ -563,6 +571,7 @@ def test_render_without_mode_returns_none(name):
 N = 3
 
 
+@pytest.mark.slow
 @name_param
 def test_make_vec_uses_vector_entry_point(name):
     envs = shared_vec(name, N)
@@ -591,6 +600,7 @@ def test_make_vec_uses_vector_entry_point(name):
         assert info[f"_{key}"].dtype == bool and np.all(info[f"_{key}"])
 
 
+@pytest.mark.slow
 def test_make_vec_passes_params():
     envs = gym.make_vec(IDS["CartPole"], num_envs=N, num_poles=3)
     assert envs.single_observation_space.shape == (4, 2)
@@ -638,6 +648,7 @@ def batch_physics(name: str, count: int = N, **params) -> np.ndarray:
     return np.stack([start_physics(name, seed=10 + i, **params) for i in range(count)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("params, action_scale", [({}, None), ({"alt": True}, 2.0)],
                          ids=["default", "params-action_scale"])
 @name_param
@@ -664,6 +675,7 @@ def test_vector_step_matches_core(name, params, action_scale):
     assert not np.any(terminated) and not np.any(truncated)
 
 
+@pytest.mark.slow
 @name_param
 def test_vector_autoreset_next_step(name):
     envs = shared_vec(name, N, num_steps=SHORT)
@@ -718,6 +730,7 @@ def test_vector_autoreset_next_step(name):
     assert not np.any(truncated)
 
 
+@pytest.mark.slow
 @name_param
 def test_vector_reset_clears_pending_autoreset(name):
     """reset() after the truncating step starts a full new episode (no autoreset on the next step)."""
@@ -746,6 +759,7 @@ def _vector_rollout(envs, seed, actions):
     return trace
 
 
+@pytest.mark.slow
 @name_param
 def test_vector_seed_determinism(name):
     actions = random_actions(name, (2 * SHORT + 2, N, *diffenvs.make(name).action_shape()), seed=13)
@@ -811,6 +825,7 @@ def test_vector_render_without_mode_returns_none():
         assert envs.render() is None
 
 
+@pytest.mark.slow
 @name_param
 def test_vector_matches_sync_vector_env_of_single_envs(name):
     """Our vectorised env and Gymnasium's SyncVectorEnv of our single envs agree from the same start

@@ -43,6 +43,7 @@ def _flat(tree):
 
 # ------------------------------------------------------------------------------------------------ shac
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_compilation")
 def test_shac_is_bptt_with_one_window_and_truncated_bptt_with_a_zero_critic():
     problem, params, states = _setup(CONTINUOUS)
@@ -84,6 +85,7 @@ def test_td_lambda_targets():
                                rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_compilation")
 def test_shac_critic_learns_the_remaining_loss_of_a_fixed_batch():
     problem, params, states = _setup(CONTINUOUS)
@@ -116,6 +118,7 @@ def test_shac_options_are_checked():
 
 # ----------------------------------------------------------------------------------------- ivw, alpha
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_compilation")
 def test_ivw_is_the_inverse_variance_mixture_of_the_two_estimates():
     population, noise = 4, 0.05
@@ -161,6 +164,7 @@ def test_ivw_is_the_inverse_variance_mixture_of_the_two_estimates():
 
 # ------------------------------------------------------------------------------------------------- hig
 
+@pytest.mark.slow
 def test_hig_without_truncation_is_the_half_inverse_of_a_square_jacobian(x64):
     """Linear controller c = w · x on the one-pole cart-pole (4 state numbers): 2 steps x 2 episodes = 4
     controls and 4 params, so J (the observations of the rollout, stacked) is square."""
@@ -266,6 +270,7 @@ COLUMNS = {"shac": ("critic_loss", "critic_value"), "ivw": ("ivw_alpha", "zo_non
            "alpha_order": ("ivw_alpha", "zo_nonzero"), "hig": ("hig_rank",)}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_compilation")
 def test_a_sweep_of_the_new_strategies_trains_lowers_the_loss_and_writes_their_columns(tmp_path):
     spec = SweepSpec(tasks=("cartpole",), levels=(1,), strategies=("shac:horizon=4", "ivw:population=4",
@@ -285,6 +290,7 @@ def test_a_sweep_of_the_new_strategies_trains_lowers_the_loss_and_writes_their_c
             assert all(row["ivw_alpha"] == 0.5 for row in rows[1:])
 
 
+@pytest.mark.slow
 def test_shac_resumes_exactly_after_a_kill_of_diffenvs_train(tmp_path):
     out = tmp_path / "run"
     arguments = ["cartpole", "--poles", "1", "--strategy", "shac:horizon=25", "--clip", "norm",

@@ -214,6 +214,7 @@ def rollout_results(case_id: str, x64_enabled: bool):
 # ----------------------------------------------------------------------------------------------
 # dtypes
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["CartPole", "GuidanceByRepulsion", "QuantumControl"])
 def test_states_are_float64_in_x64_mode(x64, name):
     env = make(name)
@@ -236,6 +237,7 @@ def test_states_are_float64_in_x64_mode(x64, name):
     assert np.any(physics != physics.astype(np.float32).astype(np.float64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["CartPole", "GuidanceByRepulsion", "QuantumControl"])
 def test_states_are_float32_by_default(x32, name):
     env = make(name)
@@ -256,6 +258,7 @@ def test_states_are_float32_by_default(x32, name):
 # ----------------------------------------------------------------------------------------------
 # one step
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", list(STEP_CASES))
 def test_transition_gradient_wrt_physics(x64, case_id):
     result = transition_results(case_id, jax.config.read("jax_enable_x64"))
@@ -263,6 +266,7 @@ def test_transition_gradient_wrt_physics(x64, case_id):
     assert_gradient_close(*result["physics"], f"{case_id}: d step / d physics", result["value"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", list(STEP_CASES))
 def test_transition_gradient_wrt_action(x64, case_id):
     result = transition_results(case_id, jax.config.read("jax_enable_x64"))
@@ -306,6 +310,7 @@ def test_transition_jvp_matches_vjp(x64, case_id):
 # ----------------------------------------------------------------------------------------------
 # whole episodes
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", list(ROLLOUT_CASES))
 def test_episode_loss_gradient_wrt_initial_physics(x64, case_id):
     result = rollout_results(case_id, jax.config.read("jax_enable_x64"))
@@ -315,6 +320,7 @@ def test_episode_loss_gradient_wrt_initial_physics(x64, case_id):
                           result["value"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", list(ROLLOUT_CASES))
 def test_episode_loss_gradient_wrt_actions(x64, case_id):
     result = rollout_results(case_id, jax.config.read("jax_enable_x64"))
@@ -324,6 +330,7 @@ def test_episode_loss_gradient_wrt_actions(x64, case_id):
     assert np.all(np.abs(gradient).reshape(ROLLOUT_STEPS, -1).max(axis=1) > 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", list(ROLLOUT_CASES))
 def test_episode_loss_gradient_wrt_parameters(x64, case_id):
     name = ROLLOUT_CASES[case_id][0]
@@ -334,6 +341,7 @@ def test_episode_loss_gradient_wrt_parameters(x64, case_id):
     assert_parameter_gradients_close(result, name, required, case_id)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["CartPole", "GuidanceByRepulsion", "QuantumControl"])
 def test_initial_state_parameter_gradients(x64, name):
     """The starting distribution is reparameterised: d initial(key, params) / d params is exact."""

@@ -138,6 +138,7 @@ def spec_guidance_step(state, control, num_drivers, dt=4.0 / 60.0, center="sum")
 # ----------------------------------------------------------------------------------------------
 # jit, vmap, seeds
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name, params", [("CartPole", {"num_poles": 2}), ("GuidanceByRepulsion", {}),
                                           ("QuantumControl", {})])
 def test_jit_and_vmap_match_plain_calls(x32, name, params):
@@ -173,6 +174,7 @@ def test_jit_and_vmap_match_plain_calls(x32, name, params):
         assert int(plain[i][3].time) == env.num_steps()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_seeding_is_reproducible(x32, name):
     env = make(name)
@@ -191,6 +193,7 @@ def test_seeding_is_reproducible(x32, name):
 # ----------------------------------------------------------------------------------------------
 # conservation laws and reference numbers of the spec
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_quantum_norm_is_preserved_under_strong_random_controls(x32):
     env = make("QuantumControl")
     count = 32
@@ -214,6 +217,7 @@ def test_quantum_norm_is_preserved_under_strong_random_controls(x32):
     assert outside.mean() > 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", [3, 4, 5])
 def test_quantum_zero_control_loss_is_128_for_targets_above_two(x32, target):
     env = make("QuantumControl", target_state=target)
@@ -222,6 +226,7 @@ def test_quantum_zero_control_loss_is_128_for_targets_above_two(x32, target):
     assert np.abs(losses - 128.0).max() < 1e-3
 
 
+@pytest.mark.slow
 def test_quantum_zero_control_ground_state_target(x64):
     """For target 1 and zero control, |⟨φ_1, ψ_t⟩|² is constant, so L = 128 (1 - |⟨φ_1, ψ_0⟩|²)."""
     env = make("QuantumControl", target_state=1)
@@ -233,6 +238,7 @@ def test_quantum_zero_control_ground_state_target(x64):
     assert expected.std() > 1.0  # the instances differ, so the check is not trivial
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_poles", [1, 3])
 def test_cartpole_zero_force_loss_is_near_1_97(x32, num_poles):
     env = make("CartPole", num_poles=num_poles)
@@ -242,6 +248,7 @@ def test_cartpole_zero_force_loss_is_near_1_97(x32, num_poles):
     assert losses.min() >= 0.0
 
 
+@pytest.mark.slow
 def test_guidance_zero_control_loss_is_near_5_24(x32):
     # The spec's 5.24 comes from a 256-state sample (standard error about 0.14); a 4096-state
     # mean is about 5.1, so the tolerance is 0.2.
@@ -362,6 +369,7 @@ RETURN_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, params", RETURN_CASES,
                          ids=[f"{n}-{list(p.values())[-1]}" for n, p in RETURN_CASES])
 def test_return_is_minus_the_spec_loss(x32, name, params):
@@ -489,6 +497,7 @@ def guidance_test_states(num_drivers: int, num_evaders: int, rng: np.random.Gene
     return states
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_drivers, num_evaders, center", [(2, 4, "sum"), (3, 5, "sum"), (1, 1, "sum"),
                                                               (2, 4, "mean")])
 def test_guidance_step_matches_spec_equations(x64, num_drivers, num_evaders, center):

@@ -118,6 +118,7 @@ WRONG_ACTIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_wrong_action_shape_raises_value_error(name):
     env = make(name)
@@ -185,6 +186,7 @@ def test_scalar_force_is_accepted_for_single_entry_actions():
                                   np.asarray(env.transition(state, jnp.array([2.0])).physics))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, field, good, bad", [
     ("CartPole", "num_poles", 3, 0),
     ("CartPole", "horizon", 2.0, -1.0),
@@ -235,6 +237,7 @@ def test_replaced_parameters_change_the_physics():
     assert not math.isclose(slow_step[1, 0], fast_step[1, 0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_open_loop_actions_of_the_wrong_length_or_shape_are_rejected(name):
     env = make(name, num_steps=6)

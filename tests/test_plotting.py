@@ -71,6 +71,7 @@ def test_x_axes_are_derived_for_trainer_runs_and_read_for_baselines(study_root):
         x_values(trainer, "seconds")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("x", ["env_steps", "wall_seconds"])
 def test_plot_runs_mixes_trainer_and_baseline_runs(study_root, tmp_path, x):
     out = plot_runs([study_root / "l2-combined-norm-0", study_root / "baselines" / "ppo"], tmp_path / f"{x}.png",
@@ -116,6 +117,7 @@ def test_single_run_title_names_the_level(study_root):
     assert runs_figure([study_root / "l1-bptt-none-0"], title="mine").axes[0].get_title() == "mine"
 
 
+@pytest.mark.slow
 def test_study_figure_and_table(study_root, tmp_path):
     figure = plot_study([study_root], "cartpole", tmp_path / "study.png", x="env_steps")
     assert figure.stat().st_size > 5000
@@ -194,6 +196,7 @@ def test_study_figure_draws_only_levels_with_runs_and_readable_ticks(tmp_path):
         summary_table([study_root], tmp_path / "bad.csv", reach=-1.0)
 
 
+@pytest.mark.slow
 def test_plot_command(study_root, tmp_path, capsys):
     assert plot_main([str(study_root), "--study", "cartpole", "--out", str(tmp_path / "s.png"),
                       "--table", str(tmp_path / "t.csv")]) == 0

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from trainers import rundir
 from trainers.presets import study_preset
@@ -11,6 +12,7 @@ TINY = dict(task="cartpole", env_params={"num_poles": 1, "num_steps": 20}, num_t
             batch_size=8, epochs=2, checkpoint_every=1)
 
 
+@pytest.mark.slow
 def test_float64_runs_in_float64_and_resumes(tmp_path):
     result = train(TrainConfig(**TINY, precision="float64"), out=tmp_path / "run", quiet=True)
     assert {leaf.dtype for leaf in jax.tree.leaves(result.params)} == {np.dtype("float64")}
@@ -29,6 +31,7 @@ def test_float64_runs_in_float64_and_resumes(tmp_path):
     assert [r["test_loss"] for r in resumed.metrics] == [r["test_loss"] for r in scratch.metrics]
 
 
+@pytest.mark.slow
 def test_es_at_quantum_target_5_moves_in_float64_but_not_in_float32():
     """The antithetic loss differences round to exactly 0 in float32 at target 5 (the default noise);
     in float64 they do not, and the update is nonzero."""

@@ -87,6 +87,7 @@ def _assert_same_metrics(root: Path, local_sweep, strategies=("bptt", "combined"
         assert mine == _csv_without_time(local_root / status.run.name), status.run.name
 
 
+@pytest.mark.slow
 def test_ray_sweep_metrics_equal_the_local_executors(cluster, local_sweep, tmp_path, capsys):
     result = run_sweep_on_ray(GRID, tmp_path, quiet=True)
     _assert_same_metrics(tmp_path, local_sweep)
@@ -121,6 +122,7 @@ def _busy_workers() -> list:
     return workers
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_group_is_retried_and_resumes_from_checkpoints(cluster, local_sweep, tmp_path):
     run_dirs = [tmp_path / status.run.name for status in local_sweep[1].runs]
     killed = {}
@@ -187,6 +189,7 @@ def test_an_unreachable_address_is_a_one_line_error_within_seconds(address, mess
     assert not list(tmp_path.iterdir())                         # nothing was trained or written
 
 
+@pytest.mark.slow
 def test_the_command_line_trains_on_the_cluster(cluster, local_sweep, tmp_path, capsys):
     assert main([str(tmp_path), *CLI_GRID, "--executor", "ray", "--address", cluster]) == 0
     output = capsys.readouterr().out
@@ -195,6 +198,7 @@ def test_the_command_line_trains_on_the_cluster(cluster, local_sweep, tmp_path, 
     _assert_same_metrics(tmp_path, local_sweep)
 
 
+@pytest.mark.slow
 def test_a_driver_process_connects_to_the_cluster_and_leaves_it_running(cluster, local_sweep, tmp_path):
     """diffenvs-sweep in another process, as on a cluster: ray.init(address) with this checkout's code."""
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY),

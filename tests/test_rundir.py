@@ -260,6 +260,7 @@ def _run_workers(tmp_path: Path, mode: str, workers: int = 3, epochs: int = 8):
     return [run for group in groups for run in group], [json.loads(out) for out, _ in outputs]
 
 
+@pytest.mark.slow
 def test_workers_claiming_groups_with_lock_all_write_every_epoch_exactly_once(tmp_path):
     runs, trained = _run_workers(tmp_path, "locks")
     for run in runs:

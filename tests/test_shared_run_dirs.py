@@ -15,6 +15,7 @@ HOLD = ("import sys, time\nfrom trainers import rundir\nheld = rundir.lock(sys.a
         "print('locked', flush=True)\ntime.sleep(120)\n")
 
 
+@pytest.mark.slow
 def test_train_refuses_a_run_directory_that_another_process_trains(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
     try:
@@ -40,6 +41,7 @@ def _strip(rows):
     return [{k: repr(v) for k, v in row.items() if k != "epoch_seconds"} for row in rows]
 
 
+@pytest.mark.slow
 def test_two_sweep_processes_share_a_grid_and_equal_one_sweep(tmp_path):
     """Two diffenvs-sweep processes on one output: every run trained once, every epoch written once
     (read_metrics refuses interleaved rows), and the metrics equal a single sweep's bit for bit."""

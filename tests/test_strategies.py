@@ -56,6 +56,7 @@ def _close(a, b, rtol=2e-4):
     np.testing.assert_allclose(a / scale, b / scale, atol=rtol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,env_params", CASES)
 def test_bptt_equals_grad_of_the_rollout_loss(name, env_params):
     problem, params, states = _problem(name, env_params)
@@ -65,6 +66,7 @@ def test_bptt_equals_grad_of_the_rollout_loss(name, env_params):
     _close(result.update, gradient)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,env_params", CASES)
 def test_rollout_loss_and_its_gradient_do_not_depend_on_the_unroll_factor(name, env_params):
     problem, params, states = _problem(name, env_params)
@@ -75,6 +77,7 @@ def test_rollout_loss_and_its_gradient_do_not_depend_on_the_unroll_factor(name, 
     _close(unrolled, gradient)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,env_params", CASES)
 def test_gated_strategies_match_their_stop_gradient_placement(name, env_params):
     problem, params, states = _problem(name, env_params)
@@ -86,6 +89,7 @@ def test_gated_strategies_match_their_stop_gradient_placement(name, env_params):
         _close(update, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,env_params", CASES)
 def test_combined_is_the_sign_rule_on_separately_computed_fields(name, env_params):
     problem, params, states = _problem(name, env_params)
@@ -113,6 +117,7 @@ def test_sign_agreement_treats_zero_as_its_own_sign():
                                   [1.0, -2.0, 0.0, 0.0, 0.0])
 
 
+@pytest.mark.slow
 def test_one_step_with_a_final_loss_learns_only_through_the_last_control():
     problem, params, states = _problem("CartPole", {"num_poles": 1, "num_steps": 25})
     env = problem.env
@@ -130,6 +135,7 @@ def test_one_step_with_a_final_loss_learns_only_through_the_last_control():
     _close(update, jax.grad(last_step_loss)(params))
 
 
+@pytest.mark.slow
 def test_modified_differs_from_bptt_where_the_network_input_matters():
     problem, params, states = _problem("CartPole", {"num_poles": 2, "num_steps": 30})
     true_gradient = _flat(strategies.bptt(problem, params, states, KEY).update)
@@ -137,6 +143,7 @@ def test_modified_differs_from_bptt_where_the_network_input_matters():
     assert np.linalg.norm(modified - true_gradient) > 1e-2 * np.linalg.norm(true_gradient)
 
 
+@pytest.mark.slow
 def test_modified_equals_bptt_when_the_network_ignores_its_input():
     env = diffenvs.make("CartPole", num_steps=20)
     controller = study_controller(env.name, env.physics_shape(), env.action_shape())
@@ -149,6 +156,7 @@ def test_modified_equals_bptt_when_the_network_ignores_its_input():
            strategies.bptt(problem, params, states, KEY).update, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_truncated_beyond_the_horizon_equals_bptt_and_shorter_differs():
     problem, params, states = _problem("CartPole", {"num_poles": 2, "num_steps": 30})
     true_gradient = strategies.bptt(problem, params, states, KEY).update
@@ -158,6 +166,7 @@ def test_truncated_beyond_the_horizon_equals_bptt_and_shorter_differs():
     assert np.linalg.norm(short - _flat(true_gradient)) > 1e-3 * np.linalg.norm(_flat(true_gradient))
 
 
+@pytest.mark.slow
 def test_es_estimate_points_along_the_true_gradient():
     env = diffenvs.make("GuidanceByRepulsion", num_steps=10)
     controller = from_flax(MLP(output_shape=env.action_shape(), hidden=(8,), zero_last_kernel=False),

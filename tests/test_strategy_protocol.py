@@ -39,6 +39,7 @@ def _strip(rows):
     return [{k: repr(v) for k, v in row.items() if k != "epoch_seconds"} for row in rows]
 
 
+@pytest.mark.slow
 def test_a_stateful_strategy_trains_and_reports_its_metric_column(tmp_path):
     result = train(TrainConfig(strategy=AVERAGED, **TINY), out=tmp_path / "run", quiet=True)
     header = (tmp_path / "run" / rundir.METRICS_FILE).read_text().splitlines()[0].split(",")
@@ -49,6 +50,7 @@ def test_a_stateful_strategy_trains_and_reports_its_metric_column(tmp_path):
     assert result.metrics[-1]["test_loss"] != plain.metrics[-1]["test_loss"]
 
 
+@pytest.mark.slow
 def test_the_strategy_state_is_checkpointed_and_resume_is_exact(tmp_path):
     uninterrupted = train(TrainConfig(strategy=AVERAGED, **TINY), quiet=True)
 
@@ -69,6 +71,7 @@ def test_the_strategy_state_is_checkpointed_and_resume_is_exact(tmp_path):
     assert _strip(resumed.metrics) == _strip(uninterrupted.metrics)
 
 
+@pytest.mark.slow
 def test_a_stateful_strategy_works_in_a_sweep_group(tmp_path):
     options = {key: value for key, value in TINY.items() if key != "task"}
     spec = SweepSpec(tasks=("cartpole",), levels=(1,), strategies=(AVERAGED,), clips=("none", "norm"),
@@ -84,6 +87,7 @@ def test_a_stateful_strategy_works_in_a_sweep_group(tmp_path):
                                    rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_more_epochs_continue_a_finished_run_as_if_trained_from_the_start(tmp_path):
     short = train(TrainConfig(strategy="combined", **{**TINY, "epochs": 3}), out=tmp_path / "run", quiet=True)
     assert len(short.metrics) == 4
@@ -98,6 +102,7 @@ def test_more_epochs_continue_a_finished_run_as_if_trained_from_the_start(tmp_pa
     assert rundir.read_config(tmp_path / "run")["epochs"] == TINY["epochs"]
 
 
+@pytest.mark.slow
 def test_a_sweep_asked_for_more_epochs_continues_its_runs(tmp_path):
     options = {key: value for key, value in TINY.items() if key not in ("task", "epochs")}
     spec = lambda epochs: SweepSpec(tasks=("cartpole",), levels=(1,), strategies=("bptt", "combined"),
@@ -133,6 +138,7 @@ def test_records_of_earlier_runs_stay_valid():
     assert TrainConfig(**TINY, precision="float64").to_dict()["precision"] == "float64"
 
 
+@pytest.mark.slow
 def test_gradient_variance_column_is_the_mean_of_each_batch_variance():
     """With an optimizer that never moves the parameters, the column equals the mean over the epoch's
     batches of the per-episode gradient variance at the initial parameters."""

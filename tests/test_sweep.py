@@ -64,6 +64,7 @@ def swept(tmp_path_factory):
     return root, result, epochs, half_way
 
 
+@pytest.mark.slow
 def test_a_group_equals_the_same_runs_one_by_one(swept):
     root, result, epochs, half_way = swept
     groups = plan(GRID, root, **ONE_GROUP)
@@ -93,6 +94,7 @@ def test_a_group_equals_the_same_runs_one_by_one(swept):
         assert np.any(leaves[-1] != 0)                                  # the runs did learn something
 
 
+@pytest.mark.slow
 def test_sweep_runs_are_ordinary_run_directories_that_train_resumes(swept, tmp_path):
     root, result, epochs, half_way = swept
     status = result.runs[0]
@@ -116,6 +118,7 @@ def test_sweep_runs_are_ordinary_run_directories_that_train_resumes(swept, tmp_p
     assert sorted(epochs) == sorted((s.run.name, e) for s in result.runs for e in range(1, 5))
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(swept, tmp_path):
     root, _, _, _ = swept
     level_two = {run.name for group in plan(GRID, tmp_path) for run in group.runs
@@ -190,6 +193,7 @@ def test_bad_grids_are_rejected_before_anything_runs(arguments, message, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_gates_as_data_reproduce_every_gated_strategy():
     """gated_fields + the run's data + clipping give each strategy's update (random, non-zero params)."""
     config = TrainConfig(task="cartpole", env_params={"num_poles": 2, "num_steps": 12, "loss_mode": "continuous"})
@@ -257,6 +261,7 @@ def _overflow_strategy():
     return Strategy("overflow", compute)
 
 
+@pytest.mark.slow
 def test_an_overflowing_update_norm_does_not_stop_a_clipped_run(tmp_path):
     """Clipped by value the update is finite (0.5 per step on the bias), so the run trains on with the
     diagnostic logged as inf; clipped by norm optax scales by 1/inf, a zero update; unclipped the bias
@@ -285,6 +290,7 @@ def test_an_overflowing_update_norm_does_not_stop_a_clipped_run(tmp_path):
     assert json.loads((statuses["none"].run.run_dir / FAILED_FILE).read_text())["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_non_finite_runs_are_marked_failed_and_skipped(tmp_path):
     """The unclipped run fails at epoch 4 and keeps its epoch-3 checkpoint; the norm-clipped run of the same
     (custom-strategy) group moves half as fast and goes on; a second sweep skips the failed run."""
@@ -322,6 +328,7 @@ def test_command_line_dry_run_and_part(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_plot_and_table_commands_on_a_sweep(swept, tmp_path, capsys):
     from trainers.cli import plot_main
     root = swept[0]
@@ -340,6 +347,7 @@ def _frozen_strategy() -> Strategy:
     return Strategy("frozen", compute)
 
 
+@pytest.mark.slow
 def test_a_sweep_warns_for_each_run_whose_update_is_exactly_zero(tmp_path):
     spec = SweepSpec(tasks=("cartpole",), levels=(1,), strategies=(_frozen_strategy(), "bptt"), clips=("none",),
                      options={**TINY, "epochs": 2})

@@ -33,6 +33,7 @@ def _same_params(a, b):
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 def test_combined_learns_the_one_pole_cartpole_and_one_step_does_not():
     """The study protocol on one pole: combined below 0.02 within 30 epochs, one_step above 0.5."""
     combined = train(study_preset("cartpole", 1, strategy="combined", epochs=30), quiet=True)
@@ -46,6 +47,7 @@ def test_combined_learns_the_one_pole_cartpole_and_one_step_does_not():
     assert all(math.isnan(row["cosine"]) for row in one_step.metrics)
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_and_different_seed_different():
     first = train(TrainConfig(**TINY), quiet=True)
     second = train(TrainConfig(**TINY), quiet=True)
@@ -55,6 +57,7 @@ def test_same_seed_same_metrics_and_different_seed_different():
     assert _without_time(first.metrics) != _without_time(other.metrics)
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_is_bitwise_identical(tmp_path):
     config = TrainConfig(**TINY)
     reference = train(config, out=tmp_path / "reference", quiet=True)
@@ -75,6 +78,7 @@ def test_resume_after_an_interruption_is_bitwise_identical(tmp_path):
     assert _same_params(again.params, reference.params)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     config = TrainConfig(**TINY)
     reference = train(config, out=tmp_path / "reference", quiet=True)
@@ -96,6 +100,7 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     assert _without_time(rundir.read_metrics(tmp_path / "killed")) == _without_time(reference.metrics)
 
 
+@pytest.mark.slow
 def test_a_wall_time_budget_stops_with_a_checkpoint_and_the_run_continues_exactly(tmp_path):
     config = TrainConfig(**TINY)
     reference = train(config, out=tmp_path / "reference", quiet=True)
@@ -115,6 +120,7 @@ def test_a_wall_time_budget_stops_with_a_checkpoint_and_the_run_continues_exactl
             train(config, quiet=True, minutes=minutes)
 
 
+@pytest.mark.slow
 def test_a_cut_short_metrics_line_is_dropped_on_resume(tmp_path):
     config = TrainConfig(**TINY)
     reference = train(config, out=tmp_path / "reference", quiet=True)
@@ -130,6 +136,7 @@ def test_a_cut_short_metrics_line_is_dropped_on_resume(tmp_path):
     assert _same_params(resumed.params, reference.params)
 
 
+@pytest.mark.slow
 def test_a_different_configuration_in_the_run_directory_is_refused(tmp_path):
     train(TrainConfig(**TINY), out=tmp_path, quiet=True)
     with pytest.raises(ValueError, match="different configuration.*learning_rate"):
@@ -147,6 +154,7 @@ def test_checkpoints_are_plain_npz_without_pickles(tmp_path):
         assert all(archive[name].dtype != object for name in archive.files)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", ["value", "norm"])
 def test_clipping_bounds_the_update(clip):
     """With plain SGD at learning rate 1, one update moves the weights by the clipped update."""
@@ -194,6 +202,7 @@ def test_make_problem_builds_the_configured_task_with_the_given_or_the_study_con
     assert config.make_problem(custom).controller is custom
 
 
+@pytest.mark.slow
 def test_non_finite_losses_stop_the_run_and_keep_the_checkpoint(tmp_path):
     """A controller that turns NaN after 6 updates (2 per epoch): epoch 3 fails, epoch 2 is kept."""
     config = TrainConfig(**{**TINY, "optimizer": "sgd", "learning_rate": 1.0, "checkpoint_every": 1})
@@ -242,6 +251,7 @@ def _spare_parameter_run(update_value: float, clip: str, tmp_path):
     return train(config, out=tmp_path, quiet=True, controller=controller)
 
 
+@pytest.mark.slow
 def test_an_overflowing_update_norm_with_a_finite_clipped_update_trains_on(tmp_path):
     """1e30 squared overflows float32: logged as inf, but clipped by value the step is 0.5 and training goes on."""
     result = _spare_parameter_run(1e30, "value", tmp_path)
@@ -251,12 +261,14 @@ def test_an_overflowing_update_norm_with_a_finite_clipped_update_trains_on(tmp_p
     assert float(result.params["spare"][0]) == pytest.approx(-0.5 * updates)
 
 
+@pytest.mark.slow
 def test_non_finite_parameters_stop_the_run_even_with_a_finite_loss(tmp_path):
     with pytest.raises(NonFiniteError, match="epoch 1: non-finite loss, parameters or optimizer state"):
         _spare_parameter_run(math.inf, "none", tmp_path)
     assert [row["epoch"] for row in rundir.read_metrics(tmp_path)] == [0]
 
 
+@pytest.mark.slow
 def test_quantum_cnn_has_the_study_shapes():
     network = QuantumCNN(output_shape=(1,))
     params = network.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 2)))["params"]
@@ -266,6 +278,7 @@ def test_quantum_cnn_has_the_study_shapes():
     assert network.apply({"params": params}, jnp.ones((5, 32, 2))).shape == (5, 1)
 
 
+@pytest.mark.slow
 def test_quantum_cnn_equals_flax_convolutions():
     """The slice-based StridedConv layers give flax nn.Conv's params and outputs (and gradients)."""
     import flax.linen as nn
@@ -292,6 +305,7 @@ def test_quantum_cnn_equals_flax_convolutions():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), gradient, reference)
 
 
+@pytest.mark.slow
 def test_quantum_cnn_uses_the_given_convolution_class():
     """QuantumCNN(convolution=...) builds both convolutions from that StridedConv subclass (same params),
     and a subclass that sums one product per tap gives the same outputs as the one-product default."""
@@ -314,6 +328,7 @@ def test_quantum_cnn_uses_the_given_convolution_class():
     assert calls == [3, 3]                                                   # both layers, 3 taps each
 
 
+@pytest.mark.slow
 def test_study_mlp_starts_with_zero_control():
     controller = study_controller("GuidanceByRepulsion", (6, 2, 2), (2, 2))
     params = controller.init(jax.random.PRNGKey(0))
@@ -337,6 +352,7 @@ def test_presets_follow_the_study_protocol():
     assert [hardest_level(task) for task in ("cartpole", "GuidanceByRepulsion", "quantum")] == [4, 0.001, 5]
 
 
+@pytest.mark.slow
 def test_command_line_trains_resumes_and_plots(tmp_path, capsys):
     out = tmp_path / "run"
     arguments = ["cartpole", "--poles", "2", "--strategy", "bptt", "--clip", "value", "--epochs", "2",
@@ -377,6 +393,7 @@ def _frozen(problem, params, states, key):
     return StrategyResult(loss, jax.tree.map(jnp.zeros_like, update), metrics)
 
 
+@pytest.mark.slow
 def test_an_update_that_is_exactly_zero_warns_and_a_working_strategy_does_not():
     with pytest.warns(ZeroUpdateWarning, match=r"strategy frozen was exactly zero in every batch of epoch 1"):
         result = train(TrainConfig(**{**TINY, "epochs": 2, "strategy": Strategy("frozen", _frozen)}), quiet=True)

@@ -40,26 +40,36 @@ OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
 class TrainConfig:
     """Everything that defines a training run (written to ``config.json``).
 
-    task: environment name: "cartpole", "guidance", "quantum" (or a canonical name), "gymnax:ENV_ID",
-    "brax:NAME", or a name given to :func:`diffenvs.register`.
-    env_params: parameters of the environment (e.g. {"num_poles": 2}).
-    strategy: a registered strategy name (see :mod:`trainers.strategies`) or a
-    :class:`trainers.strategies.Strategy` object (recorded as "custom:NAME"); truncate_every,
-    es_population and es_noise parametrise "truncated" and "es", strategy_options (name -> value) the
-    options of any other registered strategy factory (e.g. ``{"horizon": 32}``).
-    optimizer: name in :data:`OPTIMIZERS`; learning_rate > 0.
-    clip: "none", "value" or "norm" (global norm), applied to the update before the optimizer, with
-    clip_threshold.
-    num_train, num_test: initial states drawn with the seed (two independent draws).
-    batch_size: states per update, in a fixed order; the remainder of num_train / batch_size is
-    unused. epochs: passes over the training set (30, a short run as ``diffenvs-train``'s; the study's
-    protocol, :func:`~trainers.presets.study_preset`, runs 1000). seed: the one seed of the run.
-    checkpoint_every: epochs between checkpoints (the last epoch is always checkpointed).
-    precision: "float32" (the study's) or "float64": the environments, networks, optimizer and metrics
-    all compute in it.
-    gradient_variance: also log, per epoch, the mean over batches of the variance of the per-episode
-    BPTT gradients within a batch (column ``gradient_variance``; costs about one more backward pass).
+    Attributes:
+        task: environment name: "cartpole", "guidance", "quantum" (or a canonical name),
+            "gymnax:ENV_ID", "brax:NAME", or a name given to :func:`diffenvs.register`.
+        env_params: parameters of the environment (e.g. ``{"num_poles": 2}``).
+        strategy: a registered strategy name (see :mod:`trainers.strategies`) or a
+            :class:`trainers.strategies.Strategy` object (recorded as "custom:NAME").
+        truncate_every: the window of "truncated" (steps, an integer >= 1).
+        es_population: the population of "es" (perturbation pairs).
+        es_noise: the perturbation scale of "es".
+        optimizer: a name in :data:`OPTIMIZERS`.
+        learning_rate: the optimizer's learning rate, > 0.
+        clip: "none", "value" or "norm" (global norm), applied to the update before the optimizer.
+        clip_threshold: the clipping threshold, > 0.
+        num_train: training states, drawn with the seed.
+        num_test: test states, a draw independent of the training states.
+        batch_size: states per update, in a fixed order; the remainder of num_train / batch_size is
+            unused.
+        epochs: passes over the training set (30, a short run as ``diffenvs-train``'s; the study's
+            protocol, :func:`~trainers.presets.study_preset`, runs 1000).
+        seed: the one seed of the run.
+        checkpoint_every: epochs between checkpoints (the last epoch is always checkpointed).
+        strategy_options: option name -> value of any registered strategy factory (e.g.
+            ``{"horizon": 32}`` for "shac").
+        precision: "float32" (the study's) or "float64": the environments, networks, optimizer and
+            metrics all compute in it.
+        gradient_variance: also log, per epoch, the mean over batches of the variance of the
+            per-episode BPTT gradients within a batch (column ``gradient_variance``; costs about one
+            more backward pass).
 
+    Invalid values raise ``ValueError`` naming the field, the value and what is allowed.
     ``strategy_options``, ``precision`` and ``gradient_variance`` appear in :meth:`to_dict` (and so ``config.json``) only when
     they differ from their defaults, so the records of earlier runs stay valid.
     """

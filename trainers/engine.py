@@ -450,7 +450,8 @@ def _prepare(member: Member, program: Program, overwrite: bool, where: str) -> _
             (run_dir / name).unlink(missing_ok=True)
         existing = None
     if existing is not None:
-        changed = [key for key in differing_keys(existing, member.record) if key != "epochs"]
+        # a run resumes under a newer library version (the record then names the version that last trained it)
+        changed = [key for key in differing_keys(existing, member.record) if key not in ("epochs", "diffenvs_version")]
         if changed:
             raise ValueError(f"{where}: {run_dir} holds a run with a different configuration (differs in "
                              f"{changed}); choose another directory, or overwrite it to start afresh")

@@ -27,8 +27,21 @@ def hardest_level(task: str) -> Any:
 def study_preset(task: str, level: Any, **overrides: Any) -> TrainConfig:
     """The study protocol: 256 + 256 states, batch 8 in a fixed order, 1000 epochs, Adam 1e-3.
 
-    ``level`` is the complexity value (poles, rc or target state); ``overrides`` change any other
-    :class:`TrainConfig` field (e.g. strategy, clip, seed).
+    Args:
+        task: "cartpole", "guidance", "quantum" or a canonical environment name.
+        level: the complexity value of :data:`COMPLEXITY_LEVELS`: the number of poles (1-4), the
+            regularisation rc (1, 0.1, 0.01, 0.001) or the target state (3, 4, 5).
+        **overrides: any other :class:`~trainers.config.TrainConfig` field (e.g. ``strategy``,
+            ``clip``, ``seed``); ``env_params`` are merged with the level's.
+
+    Returns:
+        The run's :class:`~trainers.config.TrainConfig`.
+
+    Raises:
+        ValueError: an unknown task, a level that is not one of the task's, or an invalid override.
+
+    Examples:
+        >>> config = study_preset("cartpole", 2, strategy="bptt", seed=1)
     """
     name = canonical_name(task)
     parameter, levels = COMPLEXITY_LEVELS[name]

@@ -43,6 +43,32 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None,
           **overrides: Any) -> TrainResult:
     """Train a controller; returns its params and per-epoch metrics.
 
+    Args:
+        config: the run (a :class:`TrainConfig`); None: ``TrainConfig(**overrides)``.
+        out: the run directory to write, resume or continue; None trains in memory only.
+        controller: replaces the study's network for the task (a :class:`~trainers.networks.Controller`).
+        optimizer: any optax transformation; replaces the named optimizer and the clipping.
+        quiet: no progress bar.
+        overwrite: discard what ``out`` holds and train from the start.
+        minutes: wall-time budget in minutes (> 0) of the run's training time, summed across resumes.
+        callback: called with each epoch's metrics row after it is recorded; raising stops the run.
+        wait: wait for another process that trains into ``out`` instead of raising.
+        **overrides: :class:`TrainConfig` fields that replace those of ``config``.
+
+    Returns:
+        A :class:`TrainResult`: the final params, the metrics rows (epoch 0 is before training; the
+            columns are ``epoch``, ``batch_loss``, ``train_loss``, ``test_loss``, ... as in
+            ``metrics.csv``) and the run directory (None without ``out``).
+
+    Raises:
+        ValueError: a configuration value is invalid, or ``out`` holds a run with a different
+            configuration (the message names the fields that differ).
+        trainers.rundir.RunDirError: a file of ``out`` is damaged (a ``ValueError``; ``overwrite``
+            starts afresh).
+        trainers.rundir.RunDirBusyError: another process trains into ``out`` (without ``wait``).
+        NonFiniteError: the loss or the training state became non-finite; the last good checkpoint
+            is kept.
+
     ``config`` (or keyword overrides of :class:`TrainConfig`) defines the run. With ``out`` the run
     directory gets ``config.json``, ``metrics.csv`` (one row per epoch, epoch 0 = before training)
     and ``checkpoint.npz``; calling ``train`` again on an existing run directory with the same

@@ -342,6 +342,30 @@ def run_sweep(spec: SweepSpec, out_root: str | Path, *, part: tuple[int, int] | 
               devices: int | None = None) -> SweepResult:
     """Train part ``I/N`` of the grid ``spec`` into run directories under ``out_root``.
 
+    Args:
+        spec: the grid of runs.
+        out_root: the directory that holds one run directory per run (named by :func:`run_name`).
+        part: ``(I, N)`` or ``"I/N"``: train the I-th of N parts of similar cost (1 <= I <= N).
+        max_group: at most this many runs per vmapped program (memory); None: no bound.
+        split_combined: train ``combined`` runs in groups of their own (see :func:`plan`).
+        overwrite: start every run of the part afresh.
+        quiet: no progress bars.
+        callback: ``callback(run, row)`` after each run's epoch is recorded; raising stops the sweep.
+        executor: "local" (this process) or "ray" (one Ray task per group).
+        address: the Ray cluster's address (executor "ray"; None starts a local one).
+        cpus_per_task: CPUs reserved per Ray task (> 0).
+        gpus_per_task: GPUs reserved per Ray task (>= 0).
+        devices: split each group's runs over this many local devices (None: all).
+
+    Returns:
+        A :class:`SweepResult`: each run of the part with its status, and the sweep's wall time in
+            seconds.
+
+    Raises:
+        ValueError: a malformed ``part``, an unknown ``executor``, Ray options with the local executor,
+            a ``callback`` with the Ray executor, or a run directory that holds a run with a different
+            configuration.
+
     Several processes may run the same sweep on the same ``out_root`` at once: each group is trained by
     the first that locks it, the others go on with the remaining groups and then wait for the ones still
     held, so each run is trained once and the result equals one sweep's. Finished runs are skipped,

@@ -60,7 +60,19 @@ class Strategy:
     Stateless (``init`` None): ``compute(problem, params, states, key) -> StrategyResult``.
     Stateful: ``init(problem, params, key) -> state`` and
     ``compute(problem, params, states, key, state) -> (StrategyResult, state)``.
-    ``metric_names``: the metrics ``compute`` reports, written as ``metrics.csv`` columns.
+    Writing one is explained in the guide "Writing a strategy".
+
+    Attributes:
+        name: the name it is registered and recorded under (e.g. ``"bptt"``).
+        compute: the update of one batch: a pure function of the :class:`~trainers.rollout.Problem`,
+            the controller's params, the batch of states (an ``EnvState`` with a leading batch axis), a
+            PRNG key and, when stateful, the strategy's state; returns a :class:`StrategyResult` (and
+            the new state).
+        description: one line on what the strategy computes, for readers.
+        init: None for a stateless strategy, else ``init(problem, params, key) -> state``, the state
+            (a pytree) before the first update.
+        metric_names: the metrics ``compute`` reports in ``StrategyResult.metrics``, written as
+            ``metrics.csv`` columns.
     """
 
     name: str

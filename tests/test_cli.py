@@ -244,8 +244,13 @@ def test_diffenvs_train_and_train_share_their_defaults():
 
     from trainers.cli import FIELD_FLAGS
 
+    from trainers.cli import _data_defaults
+
     parser = _train_parser()
-    defaults = vars(parser.parse_args([]))
+    parsed = vars(parser.parse_args([]))
+    # the data flags default to None and are resolved per task: for a study task to TrainConfig's values
+    defaults = {**parsed, **{name: value for name, value in _data_defaults("CartPole").items()
+                             if parsed[name] is None}}
     destinations = {action.option_strings[0] if action.option_strings else action.dest: action.dest
                     for action in parser._actions}
     compared = []

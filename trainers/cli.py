@@ -326,19 +326,15 @@ def _existing_run(out: Path, record: dict[str, Any]) -> tuple[dict[str, Any] | N
     return existing, [key for key in differing_keys(existing, record) if key not in ignored]
 
 
-TRAIN_DEFAULTS = {"epochs": 30, "batch_size": 8, "train_size": 256, "test_size": 256, "lr": 1e-3}
-"""Defaults of ``diffenvs-train``'s data and learning-rate flags for the study's tasks (other tasks take
-their preset's, :func:`trainers.presets.task_preset`)."""
-
-
 def _data_defaults(task: str) -> dict[str, Any]:
-    """The defaults of --epochs, --batch-size, --train-size, --test-size and --lr for ``task``."""
-    if is_builtin(task):
-        return dict(TRAIN_DEFAULTS)
+    """The defaults of --epochs, --batch-size, --train-size, --test-size and --lr for ``task``: those of
+    :class:`TrainConfig` for the study's tasks, the task's preset for others
+    (:func:`trainers.presets.task_preset`)."""
     from trainers.presets import task_preset
-    preset = task_preset(task)
-    return {"epochs": preset.epochs, "batch_size": preset.batch_size, "train_size": preset.num_train,
-            "test_size": preset.num_test, "lr": preset.learning_rate}
+    from trainers.training import TrainConfig
+    config = TrainConfig() if is_builtin(task) else task_preset(task)
+    return {"epochs": config.epochs, "batch_size": config.batch_size, "train_size": config.num_train,
+            "test_size": config.num_test, "lr": config.learning_rate}
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

@@ -247,10 +247,6 @@ def _start(command: list[str], core: int, log: Path) -> subprocess.Popen:
                             preexec_fn=lambda: os.sched_setaffinity(0, {core}))
 
 
-def _unit(spec: RunSpec) -> str:
-    return "env steps" if spec.method in RL_METHODS else "epochs"
-
-
 # ------------------------------------------------------------------------------------------ results
 
 def _archive_record(run_dir: Path, name: str):
@@ -545,7 +541,7 @@ def run_study(out: Path, *, cases: Sequence[str] = CASES, jobs: int = 2, log=pri
             command = [sys.executable, "-m", "trainers.experiments.rl_study", "_train", spec.to_json(), str(out)]
             process = _start(command, free[0], out / "logs" / f"{spec.name}.log")
             running[process.pid] = (free[0], spec, process, time.time())
-            log(f"{time.strftime('%H:%M:%S')} start {spec.name}: {spec.units} {_unit(spec)} on core {free[0]}")
+            log(f"{time.strftime('%H:%M:%S')} start {spec.name}: {spec.units} {_unit_name(spec.method)} on core {free[0]}")
         if not running:
             return len(failed)
         time.sleep(5.0)
@@ -754,20 +750,16 @@ def budgets_table(budgets: dict[str, Any]) -> str:
 
 def tuning_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown: every tried setting with its rung, budget and test loss, the chosen one in bold."""
+    from trainers.experiments.baseline import short_task_name
     chosen = {key: json.dumps(setting, sort_keys=True) for key, setting in best_settings(list(rows)).items()}
     lines = ["| case | method | setting | rung | env steps | test loss |", "|---|---|---|---|---|---|"]
     for row in rows:
-        case = rl_study_case(row["task"])
+        case = short_task_name(row["task"])
         mark = "**" if chosen.get((case, row["method"])) == row["setting"] and row["rung"] == str(len(RUNG_FRACTIONS) - 1) else ""
         lines.append(f"| {case} | {row['method']} | {mark}`{row['setting']}`{mark} | {row['rung']} | "
                      f"{int(row['budget']):,} | {float(row['final_test_loss']):.4g} |")
     return "\n".join(lines) + "\n"
 
-
-def rl_study_case(task: str) -> str:
-    """The study's case name (cartpole, guidance, quantum) of a task name."""
-    from trainers.experiments.baseline import short_task_name
-    return short_task_name(task)
 
 
 TABLE_MARKERS = ("<!-- rl-study table: written by diffenvs-rl-study report -->", "<!-- end of rl-study table -->")

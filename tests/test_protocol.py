@@ -297,7 +297,9 @@ def test_sweep_diagnose_and_compare_reach_a_registered_task_through_import(monke
     assert "drifter-cli" in (tmp_path / "diagnose" / "diagnostics.md").read_text()
     assert compare_main([str(tmp_path / "compare"), "--import", "drifter_plugin", "--cases", "drifter-cli",
                          "--methods", "bptt", "--minutes", "0.02", "--quiet"]) == 0
-    assert (tmp_path / "compare" / "drifter-cli-bptt-seed0" / "metrics.csv").exists()
+    from trainers.experiments.comparison import run_name as comparison_run_name
+    assert comparison_run_name("drifter-cli", None, "bptt", 0).startswith("drifter-cli-bptt-")
+    assert (tmp_path / "compare" / comparison_run_name("drifter-cli", None, "bptt", 0) / "metrics.csv").exists()
     with pytest.raises(SystemExit):
         compare_main([str(tmp_path / "compare"), "--cases", "drifter-cli", "--methods", "ppo"])
     assert "RL methods" in capsys.readouterr().err

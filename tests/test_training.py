@@ -430,6 +430,6 @@ def test_callback_rows_carry_no_nan_for_metrics_a_strategy_does_not_compute(tmp_
         assert rundir.read_metrics(tmp_path / spelling)[1].keys() >= set(rundir.METRIC_COLUMNS)
     assert all("cosine" not in row for row in seen["bptt"] + seen["es"])
     assert math.isnan(rundir.read_metrics(tmp_path / "bptt")[1]["cosine"])
-    assert all(-1.0 <= row["cosine"] <= 1.0 for row in seen["combined"])       # combined computes it
+    assert all(abs(row["cosine"]) <= 1.0 + 1e-6 for row in seen["combined"])   # combined computes it (to rounding)
     assert {"train_loss", "test_loss", "batch_loss", "update_norm_squared", "epoch_seconds"} <= seen["bptt"][0].keys()
     assert "es_nonzero" in seen["es"][0]

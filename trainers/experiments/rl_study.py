@@ -507,6 +507,8 @@ def ready_specs(budgets: dict[str, Any], cases: Sequence[str] = CASES) -> list[R
     for rung in range(len(RUNG_FRACTIONS)):
         specs += tuning_runs(budgets, rung, survivors_of(rung, tuning, cases), cases)
     specs += evaluation_runs(budgets, best_settings(tuning, cases), cases)
+    # the cheaper cases first, so that whole cases finish early; within a case tuning before the rest
+    specs.sort(key=lambda spec: (CASES.index(spec.case), not spec.phase.startswith("tune")))
     return [spec for spec in specs if spec.name not in done]
 
 

@@ -42,6 +42,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import numpy as np
 
 from diffenvs.registry import canonical_name
+from trainers.config import RUN_LEVEL_LABELS
 from trainers.experiments.rl_statistics import REPETITIONS
 from trainers.presets import COMPLEXITY_LEVELS, hardest_level
 
@@ -126,8 +127,7 @@ def run_name(case: str, method: str, seed: int, phase: str, setting: dict[str, A
     task = canonical_name(case)
     parameter, _ = COMPLEXITY_LEVELS[task]
     level = hardest_level(task)
-    label = {"num_poles": "poles", "regularization": "rc", "target_state": "target"}[parameter]
-    name = f"{case}-{label}{level:g}-{method}-seed{seed}"
+    name = f"{case}-{RUN_LEVEL_LABELS[parameter]}{level:g}-{method}-seed{seed}"
     if phase == "long":
         name += "-long"
     elif phase.startswith("tune"):

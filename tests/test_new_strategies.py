@@ -218,63 +218,16 @@ def test_hig_without_truncation_is_the_half_inverse_of_a_square_jacobian(x64):
         get_strategy("hig", {"truncation": 1.5})
 
 
-HIG_BLAS_SCRIPT = r"""
-import importlib, threading
-import numpy as np
-from threadpoolctl import threadpool_info
+# ------------------------------------------------------------------------------- training and sweeps
 
-hig_module = importlib.import_module("trainers.strategies.hig")     # the package's `hig` is the factory
-
-
-def blas_threads():
-    return sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
+SWEEP_OPTIONS = dict(env_params={"num_steps": 8, "loss_mode": "continuous"}, num_train=16, num_test=16,
+                     batch_size=8, epochs=3, checkpoint_every=2)
+COLUMNS = {"shac": ("critic_loss", "critic_value"), "ivw": ("ivw_alpha", "zo_nonzero"),
+           "alpha_order": ("ivw_alpha", "zo_nonzero"), "hig": ("hig_rank",)}
 
 
-outside = blas_threads()
-assert outside, "numpy's BLAS is not visible to threadpoolctl"
-numpy_only = hig_module._half_inverse_numpy
-seen, both_inside = [], threading.Barrier(2, timeout=60)
-
-
-def recording(jacobian, vector, truncation):
-    both_inside.wait()                       # two decompositions at once, as on two devices
-    seen.append(blas_threads())
-    result = numpy_only(jacobian, vector, truncation)
-    both_inside.wait()                       # the first to finish must not lift the other's limit
-    seen.append(blas_threads())
-    return result
-
-
-hig_module._half_inverse_numpy = recording
-rng = np.random.default_rng(0)
-jacobian, vector = rng.normal(size=(40, 300)).astype(np.float32), rng.normal(size=40).astype(np.float32)
-results = []
-threads = [threading.Thread(target=lambda: results.append(hig_module._half_inverse_host(jacobian, vector, 1e-5)))
-           for _ in range(2)]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
-assert seen == [[1]] * 4 and blas_threads() == outside, (seen, outside)   # limited while any runs, restored after
-unlimited, rank = numpy_only(jacobian, vector, 1e-5)                        # the same numbers, to rounding
-for update, kept in results:
-    np.testing.assert_allclose(update, unlimited, rtol=1e-5, atol=1e-6 * np.abs(unlimited).max())
-    assert int(kept) == int(rank) == 40
-print("ok")
-"""
-
-
-def test_hig_decomposes_on_the_host_with_one_blas_thread_and_restores_numpy():
-    """Numpy's multi-threaded BLAS spins while it waits; beside XLA's threads and other busy processes the
-    host step lost most of its time to that (benchmarks/hig_under_load.py), so it runs on one thread.
-    In a fresh interpreter: after some other computations in the same process (a float64 hig run through
-    jax's callback thread) OpenBLAS reported its default count in threads that had set the limit."""
-    import subprocess
-    import sys
-    completed = subprocess.run([sys.executable, "-c", HIG_BLAS_SCRIPT], capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0 and completed.stdout.strip().endswith("ok"), completed.stderr[-2000:]
-
-
+@pytest.mark.slow
+@pytest.mark.usefixtures("fast_compilation")
 def test_a_sweep_of_the_new_strategies_trains_lowers_the_loss_and_writes_their_columns(tmp_path):
     spec = SweepSpec(tasks=("cartpole",), levels=(1,), strategies=("shac:horizon=4", "ivw:population=4",
                                                                  "alpha_order:alpha=0.5,population=4", "hig"),

@@ -32,6 +32,7 @@ epoch time). Metric ``hig_rank``: the number of singular values kept.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from typing import Any
@@ -87,9 +88,8 @@ several times longer beside one other CPU-bound process with numpy's two threads
 measurement."""
 
 
+@functools.lru_cache(maxsize=1)
 def _blas_controller() -> Any:
-    """The BLAS libraries loaded now (a fresh look each time: one loaded later, e.g. scipy's own
-    OpenBLAS, must be limited too)."""
     from threadpoolctl import ThreadpoolController
     return ThreadpoolController()
 

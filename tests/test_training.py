@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -78,26 +79,44 @@ def test_resume_after_an_interruption_is_bitwise_identical(tmp_path):
     assert _same_params(again.params, reference.params)
 
 
-@pytest.mark.slow
-def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
-    config = TrainConfig(**TINY)
-    reference = train(config, out=tmp_path / "reference", quiet=True)
+def _train_in_subprocess(out, kill_at_epoch=None):
+    """Train TINY into `out` in a fresh interpreter; SIGKILL itself after epoch `kill_at_epoch` is written.
+
+    Every run of the test goes through the same fresh environment (no XLA_FLAGS inherited from
+    other tests of this worker), so all of them run the same compiled program."""
     script = (
-        "import os, signal, sys\n"
+        "import os, signal\n"
         "from trainers.training import TrainConfig, train\n"
         f"config = TrainConfig(**{TINY!r})\n"
         "def kill(row):\n"
-        "    if row['epoch'] == 5:\n"
+        f"    if row['epoch'] == {kill_at_epoch!r}:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"train(config, out={str(tmp_path / 'killed')!r}, quiet=True, callback=kill)\n")
-    process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
-    assert process.returncode == -signal.SIGKILL, process.stderr.decode()
+        f"train(config, out={str(out)!r}, quiet=True, callback=kill)\n")
+    environment = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300, env=environment)
+
+
+def _checkpoint_arrays(run_dir):
+    with np.load(run_dir / rundir.CHECKPOINT_FILE, allow_pickle=False) as saved:
+        return {key: saved[key] for key in saved.files}
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
+    reference = _train_in_subprocess(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr.decode()
+    killed = _train_in_subprocess(tmp_path / "killed", kill_at_epoch=5)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
     assert len(rundir.read_metrics(tmp_path / "killed")) == 6          # epochs 0..5 written
-    with np.load(tmp_path / "killed" / rundir.CHECKPOINT_FILE, allow_pickle=False) as saved:
-        assert int(saved["epoch"]) == 4                                   # epoch 5 was not checkpointed
-    resumed = train(config, out=tmp_path / "killed", quiet=True)      # resumes from epoch 4
-    assert _same_params(resumed.params, reference.params)
-    assert _without_time(rundir.read_metrics(tmp_path / "killed")) == _without_time(reference.metrics)
+    assert int(_checkpoint_arrays(tmp_path / "killed")["epoch"]) == 4  # epoch 5 was not checkpointed
+    resumed = _train_in_subprocess(tmp_path / "killed")                # resumes from epoch 4
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    expected, got = _checkpoint_arrays(tmp_path / "reference"), _checkpoint_arrays(tmp_path / "killed")
+    assert int(got["epoch"]) == int(expected["epoch"])
+    assert sorted(got) == sorted(expected)
+    assert all(np.array_equal(got[key], expected[key]) for key in expected)
+    assert (_without_time(rundir.read_metrics(tmp_path / "killed"))
+            == _without_time(rundir.read_metrics(tmp_path / "reference")))
 
 
 @pytest.mark.slow

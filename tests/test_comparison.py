@@ -142,6 +142,7 @@ def test_archive_keeps_the_comparison(comparison_root, tmp_path, capsys):
         == [["1", "apg"], ["1", "bptt"], ["2", "bptt"]]
 
 
+@pytest.mark.slow
 def test_both_kinds_of_comparison_runs_load_as_policies_with_their_recorded_test_loss(comparison_root):
     from trainers import evaluate_policy, load_policy
     for method, kind in (("apg", "apg"), ("bptt", "gradient")):

@@ -47,7 +47,7 @@ def test_a_group_split_over_two_devices_agrees_with_one_device(tmp_path):
                                        rtol=1e-4, err_msg=f"{name} {column}")
 
 
-def test_more_host_devices_than_cores_warn_in_one_line(tmp_path):
+def test_more_host_devices_than_cores_warn_in_one_line():
     cores = len(os.sched_getaffinity(0))
     environment = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={cores + 1}"}
     check = ("import warnings, sys\nfrom trainers import engine\n"
@@ -61,7 +61,11 @@ def test_more_host_devices_than_cores_warn_in_one_line(tmp_path):
                                           f"{cores} cores train no faster than {cores} (host devices share the "
                                           f"cores; each needs one of its own to help); pass --devices {cores} "
                                           f"or fewer"]
-    # the command line says it in one line and trains on
+
+
+@pytest.mark.slow
+def test_the_sweep_command_warns_about_too_many_devices_in_one_line_and_trains_on(tmp_path):
+    cores = len(os.sched_getaffinity(0))
     command = ("import sys\nfrom trainers.cli import sweep_main\nsys.exit(sweep_main(sys.argv[1:]))")
     output = subprocess.run([sys.executable, "-c", command, str(tmp_path), "--levels", "1", "--strategies", "bptt",
                              "--clips", "none", "--epochs", "1", "--set", "num_train=8", "--set", "num_test=8",

@@ -223,6 +223,7 @@ def _index(tree, index):
     return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
+@pytest.mark.slow
 def test_brax_gradient_matches_finite_differences_and_jit_vmap_parity(brax_case):
     env, starts = brax_case["env"], brax_case["starts"]
     assert env.action_shape() == (1,) and env.observation_shape() == (8,) and env.name == "brax:inverted_double_pendulum"
@@ -249,6 +250,7 @@ def test_brax_gradient_matches_finite_differences_and_jit_vmap_parity(brax_case)
                                rtol=RELATIVE_TOLERANCE, atol=RELATIVE_TOLERANCE * float(jnp.abs(gradient).max()))
 
 
+@pytest.mark.slow
 def test_brax_reward_and_termination_are_the_librarys_own(brax_case):
     env = brax_case["env"]
     state = _index(brax_case["starts"], 0)

@@ -28,6 +28,7 @@ def _example():
     return module
 
 
+@pytest.mark.slow
 def test_the_example_trains_with_bptt_combined_and_shac_and_bptt_lowers_the_loss(capsys):
     results = _example().main(epochs=3)
     assert set(results) == {"bptt", "combined", "shac"}
@@ -60,6 +61,7 @@ def _environment(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_diffenvs_train_reaches_a_registered_environment_through_import(tmp_path):
     _write_module(tmp_path, "my_chain")
     out = tmp_path / "run"

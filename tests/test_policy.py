@@ -127,9 +127,11 @@ def _rollout_loss_of_one(policy: Policy, state) -> float:
     return float(rollout_loss(problem, policy.params, batch_of_one(state)))
 
 
-@pytest.mark.parametrize("kind", ["gradient", "ppo"])
-def test_make_env_is_the_environment_the_policy_was_trained_in(kind, gradient_run, rl_runs):
-    policy = load_policy(gradient_run.run_dir if kind == "gradient" else rl_runs[kind].run_dir)
+@pytest.mark.parametrize("kind", ["gradient", pytest.param("ppo", marks=pytest.mark.slow)])
+def test_make_env_is_the_environment_the_policy_was_trained_in(kind, gradient_run, request):
+    # the RL runs (brax training) only for the slow case
+    run = gradient_run if kind == "gradient" else request.getfixturevalue("rl_runs")[kind]
+    policy = load_policy(run.run_dir)
     env = policy.make_env()
     assert env.unwrapped.functional_env.default_params.num_poles == 1 and env.unwrapped.functional_env.num_steps() == 20
     if kind == "gradient":                        # raw controls: an unbounded action space
@@ -146,6 +148,7 @@ def test_make_env_is_the_environment_the_policy_was_trained_in(kind, gradient_ru
         policy.make_env(action_scale=3.0)
 
 
+@pytest.mark.slow
 def test_a_wrong_action_scale_would_not_reproduce_the_loss(rl_runs):
     """The mapping matters: brax's actions in an unscaled environment give another return."""
     policy = load_policy(rl_runs["ppo"].run_dir)
@@ -162,6 +165,7 @@ def test_a_wrong_action_scale_would_not_reproduce_the_loss(rl_runs):
 # ---------------------------------------------------------------------------------------- RL runs
 
 @pytest.mark.parametrize("algo", ["ppo", "sac", "apg"])
+@pytest.mark.slow
 def test_rl_runs_save_the_policy_of_their_last_evaluation(algo, rl_runs):
     result = rl_runs[algo]
     rows = rundir.read_metrics(result.run_dir)
@@ -186,6 +190,7 @@ def test_rl_runs_save_the_policy_of_their_last_evaluation(algo, rl_runs):
                                actions[2], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_time_budget_run_saves_the_policy_of_its_last_evaluation(tmp_path):
     """brax's train is stopped by an exception at the budget and returns no params: the policy saved at
     the last evaluation is the one whose test loss is the last row."""
@@ -198,6 +203,7 @@ def test_a_time_budget_run_saves_the_policy_of_its_last_evaluation(tmp_path):
     assert evaluate_policy(policy, episodes=0).test_loss == pytest.approx(result.metrics[-1]["test_loss"], rel=RTOL)
 
 
+@pytest.mark.slow
 def test_a_float64_run_loads_and_acts_in_float64(tmp_path):
     result = train(TrainConfig(**{**TINY, "epochs": 1}, precision="float64"), out=tmp_path / "run", quiet=True)
     policy = load_policy(tmp_path / "run")
@@ -211,6 +217,7 @@ def test_a_float64_run_loads_and_acts_in_float64(tmp_path):
 
 # ------------------------------------------------------------------------------------ sweep runs
 
+@pytest.mark.slow
 def test_a_sweep_run_loads_and_evaluates_to_its_recorded_test_loss(tmp_path):
     spec = SweepSpec(tasks=("cartpole",), levels=(1,), strategies=("bptt",), clips=("norm",), seeds=(4,),
                      options={key: TINY[key] for key in ("num_train", "num_test", "batch_size", "epochs")}
@@ -262,7 +269,7 @@ def _one_line_error(run_dir, *fragments):
         assert fragment in message, message
 
 
-def test_damaged_and_foreign_directories_are_one_line_errors(gradient_run, rl_runs, tmp_path):
+def test_damaged_and_foreign_directories_are_one_line_errors(gradient_run, tmp_path):
     _one_line_error(tmp_path / "missing", "is not a directory")
     (tmp_path / "file").write_text("x")
     _one_line_error(tmp_path / "file", "is not a directory")
@@ -284,6 +291,10 @@ def test_damaged_and_foreign_directories_are_one_line_errors(gradient_run, rl_ru
         shutil.copytree(gradient_run.run_dir, broken)
         change(broken)
         _one_line_error(broken, fragment)
+
+
+@pytest.mark.slow
+def test_an_rl_run_without_its_policy_file_is_a_one_line_error(rl_runs, tmp_path):
     rl = tmp_path / "rl-without-policy"
     shutil.copytree(rl_runs["sac"].run_dir, rl)
     (rl / POLICY_FILE).unlink()
@@ -311,6 +322,7 @@ def test_train_config_from_dict_round_trips_and_names_unknown_keys():
 
 # ------------------------------------------------------------------------------------ diffenvs-eval
 
+@pytest.mark.slow
 def test_eval_command_prints_the_table_and_json(gradient_run, rl_runs, capsys):
     runs = [str(gradient_run.run_dir), str(rl_runs["ppo"].run_dir)]
     assert eval_main([*runs, "--episodes", "2"]) == 0

@@ -91,6 +91,7 @@ def _reference_loss(problem, params, states):
     return total / states["x"].shape[0]
 
 
+@pytest.mark.slow
 def test_rollouts_on_a_pytree_state_stop_at_termination_in_loss_and_gradient():
     problem, params, states = _problem()
     assert problem.masks_termination and not Problem(diffenvs.make("cartpole"), None, None).masks_termination
@@ -111,6 +112,7 @@ def test_rollouts_on_a_pytree_state_stop_at_termination_in_loss_and_gradient():
     jax.tree.map(np.testing.assert_array_equal, final(6), final(8))
 
 
+@pytest.mark.slow
 def test_gated_fields_and_every_strategy_family_work_on_the_pytree_state():
     problem, params, states = _problem()
     loss, gradients = gated_fields(problem, params, states, jnp.array([[1.0, 1.0], [0.0, 1.0]]))
@@ -131,6 +133,7 @@ def test_gated_fields_and_every_strategy_family_work_on_the_pytree_state():
         assert any(bool(jnp.any(leaf != 0)) for leaf in jax.tree.leaves(result.update)), name
 
 
+@pytest.mark.slow
 def test_diagnostics_run_on_the_pytree_state():
     from trainers.experiments.diagnostics import gradient_norm_by_horizon, lyapunov_exponent
     from trainers.rollout import per_episode_gradient_variance
@@ -181,6 +184,7 @@ def test_external_prefixes_import_their_adapter_lazily_with_a_one_line_error(mon
     assert registry.canonical_name("gymnax:Pendulum-v1") == "gymnax:Pendulum-v1"
 
 
+@pytest.mark.slow
 def test_a_registered_environment_trains_under_its_name_and_resumes(monkeypatch, tmp_path):
     monkeypatch.setattr(registry, "REGISTERED", {})
     diffenvs.register("drifter-train", Drifter)
@@ -192,6 +196,7 @@ def test_a_registered_environment_trains_under_its_name_and_resumes(monkeypatch,
     assert whole.metrics[-1]["test_loss"] != whole.metrics[0]["test_loss"]
 
 
+@pytest.mark.slow
 def test_a_nan_gradient_names_the_environment_and_the_first_bad_step(monkeypatch):
     problem, params, states = _problem(Drifter(nan_from=1))
     states = {**states, "stop": jnp.full_like(states["stop"], 5)}
@@ -245,6 +250,7 @@ halved = Strategy("halved", _scaled, "bptt with a metric", metric_names=("scaled
 '''
 
 
+@pytest.mark.slow
 def test_entry_points_register_environments_and_strategies_for_the_command_line(tmp_path):
     (tmp_path / "test_protocol_env.py").write_text(Path(__file__).read_text())
     (tmp_path / "my_plugin.py").write_text(textwrap.dedent(ENTRY_MODULE))
@@ -276,6 +282,7 @@ add_task_preset("drifter-cli", TaskPreset(horizon=4, batch_size=4, num_train=8, 
 '''
 
 
+@pytest.mark.slow
 def test_sweep_diagnose_and_compare_reach_a_registered_task_through_import(monkeypatch, tmp_path, capsys):
     from trainers.cli import sweep_main
     from trainers.experiments.comparison import main as compare_main

@@ -93,6 +93,7 @@ def test_runs_are_found_by_their_configuration_whatever_their_names(tmp_path, ca
     assert run_dir_for(tmp_path / "compare", "CartPole", 2, "ppo", 0).name == "cartpole-poles2-ppo-seed0"
 
 
+@pytest.mark.slow
 def test_a_sweep_resumes_a_run_under_its_old_name(tmp_path):
     spec = SweepSpec(levels=(1,), strategies=("bptt",), clips=("none",), options={**TINY, "epochs": 1})
     run_sweep(spec, tmp_path, quiet=True)
@@ -112,6 +113,7 @@ def test_a_sweep_resumes_a_run_under_its_old_name(tmp_path):
     assert rows[:2] == first and len(rows) == 3                     # resumed (epoch 1's time kept), not restarted
 
 
+@pytest.mark.slow
 def test_diffenvs_train_resumes_a_run_under_its_old_name(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     old = tmp_path / "runs" / "cartpole-poles1-bptt-none-seed0-train8-test8"       # the earlier naming

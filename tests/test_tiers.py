@@ -1,7 +1,8 @@
 """The fast tier (``pytest -m "not slow"``) still imports every module of ``diffenvs/`` and ``trainers/``.
 
 Read from the source, without running the tests: a fast test is a ``test_*`` function that neither it,
-its class nor its file (``pytestmark``) marks ``slow``. The modules a fast test imports are the imports at
+its class nor its file (``pytestmark``) marks ``slow``, and of which at least one ``parametrize`` case is not
+``pytest.param(..., marks=pytest.mark.slow)``. The modules a fast test imports are the imports at
 the top of its file and those inside its own body and inside the file's helpers and fixtures that are not
 slow tests themselves (a name that a package imports lazily on first access counts as its module);
 importing a module also imports, at once, its package's ``__init__`` and the
@@ -79,7 +80,20 @@ def _closure(names: set[str], modules: dict[str, Path]) -> set[str]:
 
 
 def _marks_slow(decorators: list[ast.expr]) -> bool:
-    return any("mark.slow" in ast.unparse(decorator) for decorator in decorators)
+    """Whether the decorators make every case of the test slow: ``@pytest.mark.slow``, or a ``parametrize``
+    whose cases are all ``pytest.param(..., marks=pytest.mark.slow)`` (or that marks some case slow and
+    whose cases are not a literal list, so that the scan cannot tell)."""
+    for decorator in decorators:
+        text = ast.unparse(decorator)
+        if text.endswith("mark.slow"):
+            return True
+        if "mark.slow" in text and isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("parametrize"):
+            values = decorator.args[1] if len(decorator.args) > 1 else next(
+                (keyword.value for keyword in decorator.keywords if keyword.arg == "argvalues"), None)
+            if not isinstance(values, (ast.List, ast.Tuple)) or all("mark.slow" in ast.unparse(value)
+                                                                     for value in values.elts):
+                return True
+    return False
 
 
 def _file_is_slow(tree: ast.Module) -> bool:
@@ -128,6 +142,16 @@ def test_the_scan_reads_imports_marks_and_the_closure(tmp_path):
         "def test_fast():\n    from diffenvs import brax_adapter\n")
     assert fast_imports(sample, modules) == {"trainers.strategies", "trainers.strategies.hig", "diffenvs",
                                              "diffenvs.brax_adapter"}
+    # a test with one fast case is fast; one whose cases are all slow is slow
+    sample.write_text(
+        "import pytest\n\n"
+        "@pytest.mark.parametrize('n', [pytest.param(1, marks=pytest.mark.slow), 2])\n"
+        "def test_partly(n):\n    import trainers.experiments.sweep\n\n"
+        "@pytest.mark.parametrize('n', [pytest.param(1, marks=pytest.mark.slow)])\n"
+        "def test_all_slow(n):\n    import trainers.experiments.comparison\n\n"
+        "@pytest.mark.parametrize('n', [pytest.param(n, marks=pytest.mark.slow) for n in (1, 2)])\n"
+        "def test_unknown(n):\n    import trainers.experiments.diagnostics\n")
+    assert fast_imports(sample, modules) == {"trainers.experiments.sweep"}
     sample.write_text("import pytest\npytestmark = pytest.mark.slow\nimport diffenvs\n\ndef test_x():\n    pass\n")
     assert fast_imports(sample, modules) == set()
     reached = _closure({"trainers.strategies.hig"}, modules)

@@ -166,7 +166,7 @@ def test_a_different_configuration_in_the_run_directory_is_refused(tmp_path):
     assert result.metrics[-1]["epoch"] == 1
 
 
-def test_checkpoints_are_plain_npz_without_pickles(tmp_path):
+def test_checkpoints_are_plain_npz_without_pickles(tmp_path, fast_compilation_for_one_test):
     train(TrainConfig(**TINY), out=tmp_path, quiet=True)
     with np.load(tmp_path / rundir.CHECKPOINT_FILE, allow_pickle=False) as archive:
         assert int(archive["epoch"]) == TINY["epochs"]
@@ -432,6 +432,7 @@ def test_the_zero_update_warning_tells_an_es_user_what_to_change():
         assert not warn_if_zero_update({**row, "update_norm_squared": 1e-30}, "run-a", "es(32,0.02)")
 
 
+@pytest.mark.slow
 def test_callback_rows_carry_no_nan_for_metrics_a_strategy_does_not_compute(tmp_path):
     import json
 

@@ -37,6 +37,8 @@ INFO_KEYS = {
 # A short episode length used where full-length episodes are not the point.
 SHORT = 4
 
+pytestmark = pytest.mark.usefixtures("fast_compilation")  # compilation dominates these tests
+
 RTOL, ATOL = 1e-5, 1e-6          # one step, jitted adapter vs. un-jitted core, float32
 SUM_RTOL, SUM_ATOL = 1e-4, 1e-5  # episode sums in float32
 

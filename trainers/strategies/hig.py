@@ -174,9 +174,11 @@ def half_inverse_apply(jacobian: Array, vector: Array, truncation: float) -> tup
     float64 Gram matrix in jax can not be formed inside a float32 vmapped program; this takes seconds.
     On-device float32 alternatives measured against it (``benchmarks/hig_under_load.py``): the Gram
     matrix's ``jnp.linalg.eigh`` loses the small singular values to float32 (hundreds of spurious ones
-    kept), and a QR of Jᵀ followed by the SVD of its triangle is accurate but slower than this. Numpy's
-    BLAS runs single-threaded here (:data:`HOST_BLAS_THREADS`), which keeps the time nearly unchanged
-    beside other busy processes. Under ``vmap`` (a sweep group) the runs are computed one after the other.
+    kept), and a QR of Jᵀ followed by the SVD of its triangle is accurate but slower than this; in a
+    float64 run (JAX x64 mode) the Gram matrix's ``jnp.linalg.eigh`` is as accurate but took 3 to 8 times
+    longer. Numpy's BLAS runs single-threaded here (:data:`HOST_BLAS_THREADS`, on whichever thread jax
+    runs the callback), which keeps it from slowing down several times beside other busy processes.
+    Under ``vmap`` (a sweep group) the runs are computed one after the other.
     """
     result_shapes = (jax.ShapeDtypeStruct((jacobian.shape[1],), jacobian.dtype),
                      jax.ShapeDtypeStruct((), jnp.int32))

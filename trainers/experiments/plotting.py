@@ -628,3 +628,38 @@ def _markdown(summary: list[dict], last: int, reach: float) -> str:
         lines.append(f"| {row['task']} | {row['level']} | {row['strategy']} | {row['clip']} | {row['runs']} | "
                      f"{row['median']:.4g} | {row['min']:.4g} | {row['max']:.4g} | {reached} |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------- readings of a run
+
+def last_window(epochs: int) -> int:
+    """How many epochs up to epoch ``epochs`` a reading is the median of: the last 5 % (50 of 1000, the
+    study's), at least 1."""
+    return max(1, epochs // 20)
+
+
+def loss_at_epoch(record: RunRecord, epoch: int, column: str = "test_loss") -> float:
+    """The median of ``column`` over the :func:`last_window` of epochs ending at ``epoch`` (clamped to the
+    run's last epoch; epoch 0, the untrained controller, only when it is the last)."""
+    values = record.columns[column]
+    end = min(len(values) - 1, epoch)
+    return float(np.median(values[max(1, end - last_window(end) + 1):end + 1] if end > 0 else values[:1]))
+
+
+def final_loss(record: RunRecord, column: str = "test_loss") -> float:
+    """The test loss at the end: the median over the last 5 % of the run's epochs."""
+    return loss_at_epoch(record, len(record.columns[column]) - 1, column)
+
+
+def _short_number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def median_range(values: Sequence[float]) -> str:
+    """``median (min–max)`` of ``values`` to 3 significant digits (the value alone for one; ``min to max``
+    when the minimum is negative, so that no minus sign follows the dash)."""
+    if len(values) == 1:
+        return _short_number(values[0])
+    dash = " to " if min(values) < 0 else "–"
+    return (f"{_short_number(float(np.median(values)))} "
+            f"({_short_number(min(values))}{dash}{_short_number(max(values))})")

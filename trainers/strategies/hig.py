@@ -10,7 +10,7 @@ episode i of the batch, flattened to M = steps · batch · action size entries:
 
 * J (M × P, P = number of params) stacks each control's Jacobian ∂N(o_{t,i}; θ)/∂θ at the rollout's own
   states (one row per control entry, the states held fixed: the partial Jacobian P_t of
-  docs/trainers.md);
+  docs/strategies.md);
 * ∂L/∂y (M) is each control's total loss sensitivity μ_t: the gradient of the batch loss with respect to
   an additive offset on that control, through the rest of the rollout (simulator and network
   feedback alike). Jᵀ ∂L/∂y is then exactly the ``bptt`` gradient;

@@ -142,13 +142,13 @@ EXTERNAL_PRESETS: dict[str, TaskPreset] = {
     "gymnax:Pendulum-v1": TaskPreset(horizon=200, epochs=300, network=bounded_mlp(2.0)),
     "gymnax:Reacher-misc": TaskPreset(horizon=100, epochs=300),
     "gymnax:Swimmer-misc": TaskPreset(horizon=200, epochs=300),
-    "brax:inverted_double_pendulum": TaskPreset(horizon=100, epochs=100, num_train=64, num_test=64,
+    "brax:inverted_double_pendulum": TaskPreset(horizon=100, epochs=30, num_train=64, num_test=64,
                                                 env_params={"pipeline": "spring"}),
 }
 """The presets the library ships for external environments (docs/external-tasks.md): gymnax's Pendulum-v1
 at its own episode length (200 steps) with actions squashed into its torque range (-2, 2); Reacher-misc at
 its own length (100); Swimmer-misc at 200 of its 500 steps; brax's inverted_double_pendulum on the spring
-pipeline (the cheapest here) for 100 steps, with 64 + 64 initial states and 100 epochs (its steps cost
+pipeline (the cheapest here) for 100 steps, with 64 + 64 initial states and 30 epochs (its steps cost
 about 20 times a gymnax step). Batch 8, Adam 1e-3 and the study's MLP otherwise."""
 
 for _task, _preset in EXTERNAL_PRESETS.items():

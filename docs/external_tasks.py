@@ -27,7 +27,7 @@ import numpy as np
 
 from diffenvs.registry import canonical_name
 from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, median_range, moving_average,
-                                           strategy_label)
+                                           save_figure, strategy_label)
 
 TASKS = {"gymnax:Pendulum-v1": "Pendulum-v1 (gymnax)", "gymnax:Reacher-misc": "Reacher-misc (gymnax)",
          "gymnax:Swimmer-misc": "Swimmer-misc (gymnax)",
@@ -117,10 +117,7 @@ def plot(paths: Sequence[str | Path], out: Path) -> Path:
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
     figure.tight_layout(rect=(0, 0.08, 1, 1))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save_figure(figure, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,7 +32,7 @@ import numpy as np
 
 from diffenvs.registry import canonical_name
 from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, loss_at_epoch, median_range,
-                                           moving_average, run_level, strategy_label)
+                                           moving_average, run_level, save_figure, strategy_label)
 from trainers.presets import hardest_level
 
 HARDEST = {task: hardest_level(task) for task in ("cartpole", "guidance", "quantum")}
@@ -145,10 +145,7 @@ def plot(paths: Sequence[str | Path], out: Path) -> Path:
     figure.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=9,
                   frameon=False)
     figure.tight_layout(rect=(0, 0.07, 1, 1))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save_figure(figure, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -203,7 +203,8 @@ def _colours(labels: Sequence[str]) -> dict[str, str]:
     return {label: f"C{index % 10}" for index, label in enumerate(order)}
 
 
-def _save(figure: Any, out: str | Path) -> Path:
+def save_figure(figure: Any, out: str | Path) -> Path:
+    """Write ``figure`` to ``out`` (PNG at 120 dpi, folders made) and close it."""
     import matplotlib.pyplot as plt
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -381,7 +382,7 @@ def plot_runs(run_dirs: Sequence[str | Path | RunRecord], out: str | Path, *, sm
     them (their rows are evaluations, so they are drawn against environment steps or wall time only).
     Each entry of ``run_dirs`` is a run directory, a folder holding run directories or a run archive.
     """
-    return _save(runs_figure(run_dirs, smooth=smooth, title=title, x=x), out)
+    return save_figure(runs_figure(run_dirs, smooth=smooth, title=title, x=x), out)
 
 
 def _draw_runs(axes: Any, runs: Sequence[RunRecord], colours: dict[str, str], *, x: str, smooth: int) -> None:
@@ -440,7 +441,7 @@ def plot_comparison(paths: Sequence[str | Path | RunRecord], out: str | Path, *,
     figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 5), fontsize=8)
     figure.suptitle(title or "test loss: RL baselines and gradient strategies")
     figure.tight_layout(rect=(0, 0.04, 1, 0.98))
-    return _save(figure, out)
+    return save_figure(figure, out)
 
 
 def run_level(config: dict[str, Any]) -> Any:
@@ -535,7 +536,7 @@ def plot_study(paths: Sequence[str | Path | RunRecord], task: str, out: str | Pa
     strategy and one line style per clipping mode. With several seeds a line is the median across seeds
     and a light band spans their minimum and maximum. Saves a PNG at ``out``.
     """
-    return _save(study_figure(paths, task, smooth=smooth, x=x, title=title), out)
+    return save_figure(study_figure(paths, task, smooth=smooth, x=x, title=title), out)
 
 
 SUMMARY_COLUMNS = ("task", "level", "strategy", "clip", "runs", "median", "min", "max", "q25", "q75",

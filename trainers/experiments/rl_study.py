@@ -805,7 +805,7 @@ def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estima
                 out: Path) -> Path:
     """Per case: the median normalised loss over seeds (min-max band) against single-core minutes (left)
     and the IQM of the score with its interval per method at equal time and equal steps (right)."""
-    from trainers.experiments.plotting import _colours, _pyplot, _save
+    from trainers.experiments.plotting import _colours, _pyplot, save_figure
     plt = _pyplot()
     cases = [case for case in CASES if case in estimates]
     figure, axes = plt.subplots(len(cases), 2, figsize=(11, 3.3 * len(cases)), squeeze=False)
@@ -853,7 +853,7 @@ def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estima
         interval_axis.set_xlabel("IQM of 1 - loss / zero-control loss (o: equal time, s: equal steps)")
         interval_axis.set_title("95 % stratified-bootstrap intervals")
     figure.tight_layout()
-    return _save(figure, out)
+    return save_figure(figure, out)
 
 
 # ------------------------------------------------------------------------------------------ command line

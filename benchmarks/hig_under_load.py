@@ -7,12 +7,15 @@ call (median of ``--repeats``) of
 * ``host, BLAS threads as numpy has them``: ``hig._half_inverse_numpy`` without a thread limit;
 * ``host, 1 BLAS thread``: ``hig._half_inverse_host``, what the strategy runs (``HOST_BLAS_THREADS = 1``);
 * ``device float32 Gram + eigh``: ``jnp.linalg.eigh(J Jᵀ)`` in float32 (with ``--device``);
+* ``device float64 Gram + eigh``: the same in float64, what a run in float64 (JAX x64 mode) could do on
+  the device instead (with ``--device``);
 * ``device float32 QR + SVD``: ``J = Rᵀ Qᵀ`` from ``jnp.linalg.qr(Jᵀ)``, then the SVD of the 800 x 800 R
   (with ``--device``),
 
 and, for each, the singular values kept (rank) and the relative difference of the update from the host's.
 Part 2: seconds per training epoch of ``hig`` (median ``epoch_seconds``, compilation excluded) with and
-without the thread limit. Each part runs idle, then with one busy process (``python -c "while True:
+without the thread limit, and the numbers of BLAS threads numpy's BLAS reported inside the host step
+(threadpoolctl) during those epochs. Each part runs idle, then with one busy process (``python -c "while True:
 pass"``, started and stopped by this script) beside it. The machine's load average is printed: numbers
 taken while other work runs are not idle numbers.
 
@@ -35,6 +38,7 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from trainers.engine import initial_states
 from trainers.presets import study_preset
@@ -78,6 +82,17 @@ def device_qr_svd(jacobian: jax.Array, vector: jax.Array) -> tuple[jax.Array, ja
     return q @ (wt.T @ (weights * (u.T @ vector))), keep.sum()
 
 
+def in_float64(method: Callable[..., Any], *arrays: np.ndarray) -> Any:
+    """``method`` on float64 copies of ``arrays``, compiled and run with JAX's x64 mode on."""
+    with jax.enable_x64(True):
+        return jax.block_until_ready(method(*(jnp.asarray(array, jnp.float64) for array in arrays)))
+
+
+def blas_threads() -> list[int]:
+    """The thread counts numpy's BLAS libraries report now (threadpoolctl)."""
+    return sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
+
+
 def seconds(call: Callable[[], Any], repeats: int) -> float:
     call()                                             # compilation and caches
     times = []
@@ -108,6 +123,7 @@ def update_table(repeats: int, device: bool) -> None:
     ]
     if device:
         methods += [("device float32 Gram + eigh", lambda: device_gram_eigh(jacobian, vector)),
+                    ("device float64 Gram + eigh", lambda: in_float64(device_gram_eigh, host_j, host_v)),
                     ("device float32 QR + SVD", lambda: device_qr_svd(jacobian, vector))]
     print(f"\none update, cart-pole 1 pole, J {host_j.shape[0]} x {host_j.shape[1]}, truncation {TRUNCATION:g}: "
           f"seconds per call (median of {repeats}); host float64 reference keeps {int(rank)} singular values")
@@ -124,17 +140,30 @@ def update_table(repeats: int, device: bool) -> None:
 
 def epoch_table(epochs: int) -> None:
     print(f"\nhig training epoch, cart-pole 1 pole, study protocol: median epoch_seconds of {epochs} epochs")
-    print(f"{'numpy BLAS threads':<30}{'idle s':>9}{'loaded s':>10}{'loaded/idle':>13}")
-    for threads in (None, 1):
-        hig.HOST_BLAS_THREADS = threads
-        measured = []
-        for loaded in (False, True):
-            with busy_neighbour(loaded):
-                result = train(study_preset("cartpole", 1, strategy="hig", epochs=epochs), quiet=True)
-            measured.append(statistics.median(row["epoch_seconds"] for row in result.metrics[1:]))
-        label = "as numpy has them" if threads is None else f"{threads} (hig's)"
-        print(f"{label:<30}{measured[0]:>9.2f}{measured[1]:>10.2f}{measured[1] / measured[0]:>13.2f}", flush=True)
-    hig.HOST_BLAS_THREADS = 1
+    print(f"{'numpy BLAS threads':<30}{'idle s':>9}{'loaded s':>10}{'loaded/idle':>13}  threads seen in the host step")
+    numpy_only = hig._half_inverse_numpy
+    seen: set[int] = set()
+
+    def recording(jacobian: np.ndarray, vector: np.ndarray, truncation: float) -> Any:
+        seen.update(blas_threads())
+        return numpy_only(jacobian, vector, truncation)
+
+    hig._half_inverse_numpy = recording
+    try:
+        for threads in (None, 1):
+            hig.HOST_BLAS_THREADS = threads
+            measured = []
+            seen.clear()
+            for loaded in (False, True):
+                with busy_neighbour(loaded):
+                    result = train(study_preset("cartpole", 1, strategy="hig", epochs=epochs), quiet=True)
+                measured.append(statistics.median(row["epoch_seconds"] for row in result.metrics[1:]))
+            label = "as numpy has them" if threads is None else f"{threads} (hig's)"
+            print(f"{label:<30}{measured[0]:>9.2f}{measured[1]:>10.2f}{measured[1] / measured[0]:>13.2f}  "
+                  f"{sorted(seen)}", flush=True)
+    finally:
+        hig.HOST_BLAS_THREADS = 1
+        hig._half_inverse_numpy = numpy_only
 
 
 def main() -> None:
@@ -148,7 +177,6 @@ def main() -> None:
         parser.error(f"--repeats must be an integer >= 1, got {args.repeats}")
     if args.epochs < 0:
         parser.error(f"--epochs must be an integer >= 0, got {args.epochs}")
-    from threadpoolctl import threadpool_info
     blas = ", ".join(f"{info['internal_api']} {info['version']} ({info['num_threads']} threads)"
                      for info in threadpool_info() if info["user_api"] == "blas")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} ({jax.default_backend()}), "

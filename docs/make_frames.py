@@ -1,4 +1,4 @@
-"""Regenerate the frames shown in docs/environments.md: ``python docs/make_frames.py``.
+"""Regenerate the frames shown in docs/environments-reference.md: ``python docs/make_frames.py``.
 
 Every frame is ``env.render_image(state)`` of a real state of the environment (float32, CPU).
 """

@@ -10,7 +10,7 @@ target 5 found in the archives or run directories given, of the methods with a m
 a method of its own, labelled ``, float64``).
 
 The table, per task and method: the seeds, the epochs, the cost of one epoch against ``bptt``
-(:data:`COST`, measured on the idle machine: docs/trainers.md, "Cost per epoch", and
+(:data:`COST`, measured on the idle machine: docs/strategies.md, "Cost per epoch", and
 docs/extending.md for float64), the test loss at epoch 0, at the end and at the compute of 1000
 ``bptt`` epochs (at epoch 1000 / cost), each as the median over the seeds with their min-max. A loss
 "at epoch E" is the median over the last 5 % of the epochs up to E (epochs 951-1000 at E = 1000, the
@@ -31,7 +31,8 @@ from typing import Sequence
 import numpy as np
 
 from diffenvs.registry import canonical_name
-from trainers.experiments.plotting import RunRecord, find_runs, moving_average, run_level, strategy_label
+from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, loss_at_epoch, median_range,
+                                           moving_average, run_level, save_figure, strategy_label)
 from trainers.presets import hardest_level
 
 HARDEST = {task: hardest_level(task) for task in ("cartpole", "guidance", "quantum")}
@@ -82,38 +83,10 @@ def collect(paths: Sequence[str | Path]) -> dict[str, dict[str, list[RunRecord]]
     return runs
 
 
-def window(epochs: int) -> int:
-    """How many epochs up to epoch ``epochs`` a loss is the median of: the last 5 % (50 of 1000), at least 1."""
-    return max(1, epochs // 20)
-
-
-def loss_at_epoch(record: RunRecord, epoch: int) -> float:
-    """The median test loss over the :func:`window` of epochs ending at ``epoch`` (clamped to the run's
-    last epoch)."""
-    losses = record.columns["test_loss"]
-    end = min(len(losses) - 1, epoch)
-    return float(np.median(losses[max(1, end - window(end) + 1):end + 1]))
-
-
-def final_loss(record: RunRecord) -> float:
-    """The test loss at the end: over the last 5 % of the run's epochs."""
-    return loss_at_epoch(record, len(record.columns["test_loss"]) - 1)
-
-
 def loss_at_compute(record: RunRecord, cost: float, budget: float = BUDGET) -> float:
     """The test loss when the run had spent the compute of ``budget`` ``bptt`` epochs: at epoch
     ``budget / cost`` (rounded down; the last epoch when it ran fewer)."""
     return loss_at_epoch(record, int(budget / cost))
-
-
-def _format(value: float) -> str:
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
-
-
-def _spread(values: Sequence[float]) -> str:
-    if len(values) == 1:
-        return _format(values[0])
-    return f"{_format(float(np.median(values)))} ({_format(min(values))}–{_format(max(values))})"
 
 
 def comparison_markdown(paths: Sequence[str | Path]) -> str:
@@ -131,8 +104,8 @@ def comparison_markdown(paths: Sequence[str | Path]) -> str:
             epochs = sorted({len(record.columns["test_loss"]) - 1 for record in records})
             initial = [float(record.columns["test_loss"][0]) for record in records]
             lines.append(f"| {TASK_TITLES[key]} | `{label}` | {seeds} | {'/'.join(map(str, epochs))} | {COST[key][label]:g} | "
-                         f"{_spread(initial)} | {_spread([final_loss(record) for record in records])} | "
-                         f"{_spread([loss_at_compute(record, COST[key][label]) for record in records])} |")
+                         f"{median_range(initial)} | {median_range([final_loss(record) for record in records])} | "
+                         f"{median_range([loss_at_compute(record, COST[key][label]) for record in records])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -172,10 +145,7 @@ def plot(paths: Sequence[str | Path], out: Path) -> Path:
     figure.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=9,
                   frameon=False)
     figure.tight_layout(rect=(0, 0.07, 1, 1))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save_figure(figure, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

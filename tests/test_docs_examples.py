@@ -26,29 +26,29 @@ DOCUMENTS = ("README.md", *sorted(str(path.relative_to(ROOT)) for path in (ROOT 
 SHRINK: dict[tuple[str, int], dict[str, str]] = {
     ("README.md", 0): {"epochs=30": "epochs=2"},
     ("docs/quickstart.md", 0): {"epochs=40": "epochs=2", "episodes=10": "episodes=1"},
-    ("docs/environments.md", 0): {},
-    ("docs/environments.md", 1): {"range(200)": "range(3)"},
+    ("docs/environments.md", 0): {"range(200)": "range(3)"},
+    ("docs/environments.md", 1): {},
     ("docs/environments.md", 2): {},
-    ("docs/environments.md", 3): {},
-    ("docs/environments.md", 4): {},
-    ("docs/environments.md", 5): {},
-    ("docs/environments.md", 6): {"65536": "256"},
-    ("docs/environments.md", 7): {"total_timesteps=200_000": "total_timesteps=800", "range(16)": "range(2)"},
-    ("docs/environments.md", 8): {"num_envs, num_steps = 64, 250": "num_envs, num_steps = 4, 250"},
+    ("docs/environments-adapters.md", 0): {},
+    ("docs/environments-adapters.md", 1): {},
+    ("docs/environments-adapters.md", 2): {},
+    ("docs/environments-adapters.md", 3): {"total_timesteps=200_000": "total_timesteps=800", "range(16)": "range(2)"},
+    ("docs/environments-adapters.md", 4): {"num_envs, num_steps = 64, 250": "num_envs, num_steps = 4, 250"},
+    ("docs/environments-reference.md", 0): {"65536": "256"},
     ("docs/trainers.md", 0): {"seed=0)": "seed=0, epochs=2, num_train=16, num_test=16)"},
-    ("docs/trainers.md", 1): {"epochs=5": "epochs=1"},
-    ("docs/trainers.md", 2): {"levels=(1, 2, 3, 4)": "levels=(1,)",
-                              '{"epochs": 1000}': '{"epochs": 2, "num_train": 16, "num_test": 16}'},
-    ("docs/trainers.md", 4): {"epochs=30": "epochs=1, num_train=16, num_test=16"},
-    ("docs/trainers.md", 6): {"epochs=30": "epochs=2, num_train=16, num_test=16"},
+    ("docs/trainers.md", 1): {"epochs=30": "epochs=1, num_train=16, num_test=16", "episodes=10": "episodes=1"},
+    ("docs/trainers.md", 2): {"epochs=30": "epochs=2, num_train=16, num_test=16"},
+    ("docs/strategies.md", 0): {"epochs=5": "epochs=1"},
+    ("docs/strategies.md", 1): {"epochs=30": "epochs=1, num_train=16, num_test=16"},
+    ("docs/sweeps.md", 0): {"levels=(1, 2, 3, 4)": "levels=(1,)",
+                            '{"epochs": 1000}': '{"epochs": 2, "num_train": 16, "num_test": 16}'},
     ("docs/extending.md", 0): {"epochs=5": "epochs=1, num_train=16, num_test=16"},
-    ("docs/trainers.md", 5): {"epochs=30": "epochs=1, num_train=16, num_test=16", "episodes=10": "episodes=1"},
 }
 """(document, block index) -> replacements that keep the example and cut its cost."""
 
-AFTER: dict[tuple[str, int], tuple[str, int]] = {("docs/trainers.md", 3): ("docs/trainers.md", 2)}
+AFTER: dict[tuple[str, int], tuple[str, int]] = {("docs/sweeps.md", 1): ("docs/sweeps.md", 0)}
 """Blocks that use what an earlier block wrote (run both in one interpreter); their SHRINK is below."""
-SHRINK[("docs/trainers.md", 3)] = {'["runs/cartpole", "runs/baselines"]': '["runs/cartpole"]'}
+SHRINK[("docs/sweeps.md", 1)] = {'["runs/cartpole", "runs/baselines"]': '["runs/cartpole"]'}
 
 SKIPPED = {("docs/diagnostics.md", 0): "run with checked replacements and assertions on its results by "
                                      "tests/test_diagnostics.py::test_the_api_example_of_the_docs_runs",

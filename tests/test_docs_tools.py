@@ -105,3 +105,38 @@ def test_modern_comparison_table_and_figure(tmp_path, capsys):
     with pytest.raises(SystemExit):
         comparison.main([str(tmp_path / "clipped")])
     assert "no runs without clipping at the hardest levels" in capsys.readouterr().err
+
+
+def load_external_tasks():
+    spec = importlib.util.spec_from_file_location("external_tasks", ROOT / "docs" / "external_tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_external_tasks_tables_verdict_and_figure(tmp_path, capsys):
+    external = load_external_tasks()
+    reacher = {"task": "gymnax:Reacher-misc", "env_params": {"num_steps": 100}, "clip": "none"}
+    pendulum = {"task": "gymnax:Pendulum-v1", "env_params": {"num_steps": 200}, "clip": "none"}
+    for seed in range(3):       # 40 epochs: the end is the median of the last 2 (40 // 20)
+        _write_run(tmp_path, f"r-bptt{seed}", {**reacher, "strategy": "bptt", "seed": seed},
+                   [-10.0] + [-20.0 - seed] * 40)
+        _write_run(tmp_path, f"r-combined{seed}", {**reacher, "strategy": "combined", "seed": seed},
+                   [-10.0] + [-30.0 - seed] * 40)
+        _write_run(tmp_path, f"p-bptt{seed}", {**pendulum, "strategy": "bptt", "seed": seed},
+                   [1200.0] + [1000.0 + 100 * seed] * 40)
+        _write_run(tmp_path, f"p-combined{seed}", {**pendulum, "strategy": "combined", "seed": seed},
+                   [1200.0] + [1050.0 + 100 * seed] * 40)
+    _write_run(tmp_path, "other-task", {"task": "CartPole", "env_params": {"num_poles": 4}, "clip": "none",
+                                        "strategy": "bptt", "seed": 0}, [2.0, 1.0])
+    lines = external.results_markdown([tmp_path]).splitlines()[2:]
+    assert lines == [
+        "| Pendulum-v1 (gymnax) | `bptt` | 0, 1, 2 | 40 | 1200 (1200–1200) | 1100 (1000–1200) | -1100 (-1200 to -1000) |  |",
+        "| Pendulum-v1 (gymnax) | `combined` | 0, 1, 2 | 40 | 1200 (1200–1200) | 1150 (1050–1250) | -1150 (-1250 to -1050) | no: within the seed spread |",
+        "| Reacher-misc (gymnax) | `bptt` | 0, 1, 2 | 40 | -10 (-10 to -10) | -21 (-22 to -20) | 21 (20–22) |  |",
+        "| Reacher-misc (gymnax) | `combined` | 0, 1, 2 | 40 | -10 (-10 to -10) | -31 (-32 to -30) | 31 (30–32) | yes |",
+    ]                                               # the cart-pole run is not one of the tasks
+    assert external.plot([tmp_path], tmp_path / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit):
+        external.main([str(tmp_path / "other-task")])
+    assert "no runs of gymnax:Pendulum-v1" in capsys.readouterr().err

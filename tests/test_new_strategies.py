@@ -1,9 +1,11 @@
 """The modern estimators: shac, ivw / alpha_order and hig (properties, training, sweep, resume)."""
 
+import importlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -216,6 +218,57 @@ def test_hig_without_truncation_is_the_half_inverse_of_a_square_jacobian(x64):
     assert float(result.metrics["hig_rank"]) == kept.sum() < 4
     with pytest.raises(ValueError, match=r"hig: truncation must be a number in \[0, 1\)"):
         get_strategy("hig", {"truncation": 1.5})
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+    return sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fast_compilation")
+def test_a_hig_epoch_decomposes_with_one_blas_thread_whichever_thread_runs_the_callback(monkeypatch):
+    """numpy's multi-threaded OpenBLAS spins while its threads wait, which made hig's host step many times
+    slower beside other busy processes (benchmarks/hig_under_load.py). OpenBLAS's thread count is
+    process-wide, and threadpoolctl lets only the thread that limited it first change it, ignoring the
+    others silently: here another thread holds that control at 2 threads while a real hig epoch runs,
+    and jax's callback runs on the main thread or on one of its own."""
+    from threadpoolctl import ThreadpoolController, threadpool_limits
+
+    if not _blas_threads():
+        pytest.skip("numpy's BLAS is not visible to threadpoolctl")
+    hig_module = importlib.import_module("trainers.strategies.hig")   # the package's `hig` is the factory
+    numpy_only, seen = hig_module._half_inverse_numpy, []
+
+    def recording(jacobian, vector, truncation):
+        seen.append((threading.current_thread().name, _blas_threads()))
+        return numpy_only(jacobian, vector, truncation)
+
+    monkeypatch.setattr(hig_module, "_half_inverse_numpy", recording)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_two_threads():
+        limiter = ThreadpoolController().limit(limits=2, user_api="blas")
+        holding.set()
+        release.wait(timeout=600)
+        limiter.restore_original_limits()
+
+    holder = threading.Thread(target=hold_two_threads)
+    holder.start()
+    try:
+        assert holding.wait(timeout=60) and _blas_threads() == [2]
+        config = TrainConfig(task="cartpole", env_params={"num_poles": 1, "num_steps": 8, "loss_mode": "continuous"},
+                             strategy="hig", num_train=16, num_test=16, batch_size=8, epochs=1)
+        result = train(config, quiet=True)
+        after = _blas_threads()
+    finally:
+        release.set()
+        holder.join()
+    assert len(seen) == 2 and all(threads == [1] for _, threads in seen), seen      # 2 updates, one thread
+    assert after == [2]                                                             # the setting restored
+    assert np.isfinite(result.metrics[-1]["hig_rank"]) and result.metrics[-1]["hig_rank"] >= 1
+    with threadpool_limits(limits=1, user_api="blas"):   # no callback thread kept the control to itself
+        assert _blas_threads() == [1]
 
 
 # ------------------------------------------------------------------------------- training and sweeps

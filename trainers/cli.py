@@ -111,7 +111,7 @@ def _train_parser() -> argparse.ArgumentParser:
     method.add_argument("--strategy", default="combined", metavar="STRATEGY",
                         help=f"gradient strategy: one of {', '.join(strategy_names())}; options as NAME:VALUE "
                              "(truncated:10 cuts every 10 steps, es:64 uses 64 perturbations) or "
-                             "NAME:key=value,key=value (see docs/trainers.md)")
+                             "NAME:key=value,key=value (see docs/strategies.md)")
     method.add_argument("--truncate-every", type=int, default=None,
                         help="truncated: steps between cuts (the same as --strategy truncated:K)")
     method.add_argument("--es-population", type=int, default=None,

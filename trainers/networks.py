@@ -29,11 +29,15 @@ class MLP(nn.Module):
 
     Glorot-uniform kernels and zero biases (the Keras defaults of the study); with
     ``zero_last_kernel`` the output layer's kernel is zero, so the untrained controller outputs 0.
+    With ``output_bound`` b the output is ``b * tanh(linear / b)``: within (-b, b), equal to the linear
+    output near 0, and with a nonzero gradient everywhere (an environment that clips its action has a zero
+    gradient outside its bounds).
     """
 
     output_shape: tuple[int, ...]
     hidden: Sequence[int] = (100, 100)
     zero_last_kernel: bool = True
+    output_bound: float | None = None
 
     @nn.compact
     def __call__(self, observations: Array) -> Array:
@@ -42,6 +46,8 @@ class MLP(nn.Module):
             hidden = jnp.tanh(nn.Dense(width, kernel_init=nn.initializers.glorot_uniform())(hidden))
         last_init = nn.initializers.zeros if self.zero_last_kernel else nn.initializers.glorot_uniform()
         output = nn.Dense(math.prod(self.output_shape), kernel_init=last_init)(hidden)
+        if self.output_bound is not None:
+            output = self.output_bound * jnp.tanh(output / self.output_bound)
         return output.reshape(observations.shape[0], *self.output_shape)
 
 

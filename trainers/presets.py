@@ -89,7 +89,21 @@ initial states, 1000 epochs, the study's MLP (two tanh layers of 100) on the fla
 
 TASK_PRESETS: dict[str, TaskPreset] = {}
 """Presets of tasks outside the study, by task name (``"gymnax:Pendulum-v1"``, a registered name, ...).
-Add a row with :func:`add_task_preset`."""
+Add a row with :func:`add_task_preset`. The rows the library ships are in :data:`EXTERNAL_PRESETS`."""
+
+
+def bounded_mlp(bound: float) -> Callable[[Any], Any]:
+    """``network(env)`` for a :class:`TaskPreset`: the study's MLP with its output squashed into
+    (-bound, bound) (:class:`~trainers.networks.MLP` ``output_bound``), for environments that clip their
+    action to that range (the clip's gradient is zero outside it)."""
+    if not (isinstance(bound, (int, float)) and bound > 0 and bound != float("inf")):
+        raise ValueError(f"bound must be a positive finite number, got {bound!r}")
+
+    def network(env: Any) -> Any:
+        from trainers.networks import MLP, from_flax
+        return from_flax(MLP(output_shape=tuple(env.action_shape(env.default_params)), output_bound=bound),
+                         tuple(env.observation_shape(env.default_params)))
+    return network
 
 
 def add_task_preset(task: str, preset: TaskPreset, *, replace: bool = False) -> TaskPreset:
@@ -122,3 +136,20 @@ def task_preset(task: str, **overrides: Any) -> TrainConfig:
     fields = TASK_PRESETS.get(name, DEFAULT_PRESET).config_fields()
     env_params = {**fields.pop("env_params"), **overrides.pop("env_params", {})}
     return TrainConfig(**{"task": name, "env_params": env_params, **fields, **overrides})
+
+
+EXTERNAL_PRESETS: dict[str, TaskPreset] = {
+    "gymnax:Pendulum-v1": TaskPreset(horizon=200, epochs=300, network=bounded_mlp(2.0)),
+    "gymnax:Reacher-misc": TaskPreset(horizon=100, epochs=300),
+    "gymnax:Swimmer-misc": TaskPreset(horizon=200, epochs=300),
+    "brax:inverted_double_pendulum": TaskPreset(horizon=100, epochs=30, num_train=64, num_test=64,
+                                                env_params={"pipeline": "spring"}),
+}
+"""The presets the library ships for external environments (docs/external-tasks.md): gymnax's Pendulum-v1
+at its own episode length (200 steps) with actions squashed into its torque range (-2, 2); Reacher-misc at
+its own length (100); Swimmer-misc at 200 of its 500 steps; brax's inverted_double_pendulum on the spring
+pipeline (the cheapest here) for 100 steps, with 64 + 64 initial states and 30 epochs (its steps cost
+about 20 times a gymnax step). Batch 8, Adam 1e-3 and the study's MLP otherwise."""
+
+for _task, _preset in EXTERNAL_PRESETS.items():
+    add_task_preset(_task, _preset)

@@ -203,7 +203,8 @@ def _colours(labels: Sequence[str]) -> dict[str, str]:
     return {label: f"C{index % 10}" for index, label in enumerate(order)}
 
 
-def _save(figure: Any, out: str | Path) -> Path:
+def save_figure(figure: Any, out: str | Path) -> Path:
+    """Write ``figure`` to ``out`` (PNG at 120 dpi, folders made) and close it."""
     import matplotlib.pyplot as plt
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -381,7 +382,7 @@ def plot_runs(run_dirs: Sequence[str | Path | RunRecord], out: str | Path, *, sm
     them (their rows are evaluations, so they are drawn against environment steps or wall time only).
     Each entry of ``run_dirs`` is a run directory, a folder holding run directories or a run archive.
     """
-    return _save(runs_figure(run_dirs, smooth=smooth, title=title, x=x), out)
+    return save_figure(runs_figure(run_dirs, smooth=smooth, title=title, x=x), out)
 
 
 def _draw_runs(axes: Any, runs: Sequence[RunRecord], colours: dict[str, str], *, x: str, smooth: int) -> None:
@@ -440,7 +441,7 @@ def plot_comparison(paths: Sequence[str | Path | RunRecord], out: str | Path, *,
     figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 5), fontsize=8)
     figure.suptitle(title or "test loss: RL baselines and gradient strategies")
     figure.tight_layout(rect=(0, 0.04, 1, 0.98))
-    return _save(figure, out)
+    return save_figure(figure, out)
 
 
 def run_level(config: dict[str, Any]) -> Any:
@@ -535,7 +536,7 @@ def plot_study(paths: Sequence[str | Path | RunRecord], task: str, out: str | Pa
     strategy and one line style per clipping mode. With several seeds a line is the median across seeds
     and a light band spans their minimum and maximum. Saves a PNG at ``out``.
     """
-    return _save(study_figure(paths, task, smooth=smooth, x=x, title=title), out)
+    return save_figure(study_figure(paths, task, smooth=smooth, x=x, title=title), out)
 
 
 SUMMARY_COLUMNS = ("task", "level", "strategy", "clip", "runs", "median", "min", "max", "q25", "q75",
@@ -628,3 +629,38 @@ def _markdown(summary: list[dict], last: int, reach: float) -> str:
         lines.append(f"| {row['task']} | {row['level']} | {row['strategy']} | {row['clip']} | {row['runs']} | "
                      f"{row['median']:.4g} | {row['min']:.4g} | {row['max']:.4g} | {reached} |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------- readings of a run
+
+def last_window(epochs: int) -> int:
+    """How many epochs up to epoch ``epochs`` a reading is the median of: the last 5 % (50 of 1000, the
+    study's), at least 1."""
+    return max(1, epochs // 20)
+
+
+def loss_at_epoch(record: RunRecord, epoch: int, column: str = "test_loss") -> float:
+    """The median of ``column`` over the :func:`last_window` of epochs ending at ``epoch`` (clamped to the
+    run's last epoch; epoch 0, the untrained controller, only when it is the last)."""
+    values = record.columns[column]
+    end = min(len(values) - 1, epoch)
+    return float(np.median(values[max(1, end - last_window(end) + 1):end + 1] if end > 0 else values[:1]))
+
+
+def final_loss(record: RunRecord, column: str = "test_loss") -> float:
+    """The test loss at the end: the median over the last 5 % of the run's epochs."""
+    return loss_at_epoch(record, len(record.columns[column]) - 1, column)
+
+
+def _short_number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def median_range(values: Sequence[float]) -> str:
+    """``median (min–max)`` of ``values`` to 3 significant digits (the value alone for one; ``min to max``
+    when the minimum is negative, so that no minus sign follows the dash)."""
+    if len(values) == 1:
+        return _short_number(values[0])
+    dash = " to " if min(values) < 0 else "–"
+    return (f"{_short_number(float(np.median(values)))} "
+            f"({_short_number(min(values))}{dash}{_short_number(max(values))})")

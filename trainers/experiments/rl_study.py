@@ -520,12 +520,20 @@ def calibrated(case: str, budgets: dict[str, Any]) -> bool:
 def run_study(out: Path, *, cases: Sequence[str] = CASES, jobs: int = 2, log=print) -> int:
     """Train every ready run of the calibrated ``cases``, re-reading the rates and what is ready after
     each run, until nothing is left; each finished run goes into the archive (and the tuning table) at
-    once. A case calibrated while this runs joins in. Returns the number of failures."""
+    once. A case calibrated while this runs joins in (within :data:`REPLAN_SECONDS`). Returns the number
+    of failures."""
     failed: set[str] = set()
     running: dict[int, tuple[int, RunSpec, subprocess.Popen, float]] = {}
     cores = sorted(os.sched_getaffinity(0))
     joined: set[str] = set()
+    planned_at = -math.inf
     while True:
+        if running and time.monotonic() - planned_at < REPLAN_SECONDS:
+            time.sleep(POLL_SECONDS)          # no run ended since the last plan: nothing new is ready
+            if _collect_finished(running, failed, out, log):
+                planned_at = -math.inf
+            continue
+        planned_at = time.monotonic()
         budgets = load_budgets()
         active = [case for case in cases if calibrated(case, budgets)]
         for case in sorted(set(active) - joined):
@@ -546,24 +554,40 @@ def run_study(out: Path, *, cases: Sequence[str] = CASES, jobs: int = 2, log=pri
             log(f"{time.strftime('%H:%M:%S')} start {spec.name}: {spec.units} {_unit_name(spec.method)} on core {free[0]}")
         if not running:
             return len(failed)
-        time.sleep(5.0)
-        for pid in list(running):
-            core, spec, process, started = running[pid]
-            code = process.poll()
-            if code is None:
-                continue
-            del running[pid]
-            minutes = (time.time() - started) / 60.0
-            if code != 0:
-                failed.add(spec.name)
-                log(f"{time.strftime('%H:%M:%S')} FAILED {spec.name} (exit {code}) after {minutes:.1f} min; "
-                    f"see {out / 'logs' / (spec.name + '.log')}")
-                continue
-            run_dir = out / spec.name
-            if spec.phase.startswith("tune"):
-                add_tuning_row(spec, run_dir)
-            add_to_archive([_archive_record(run_dir, spec.name)])
-            log(f"{time.strftime('%H:%M:%S')} done  {spec.name} in {minutes:.1f} min, archived")
+        time.sleep(POLL_SECONDS)
+        if _collect_finished(running, failed, out, log):
+            planned_at = -math.inf
+
+
+POLL_SECONDS = 5.0
+"""How often the driver looks whether a run has ended."""
+REPLAN_SECONDS = 300.0
+"""While no run ends, the driver re-reads the rates and the archive only this often (a newly calibrated
+case joins within this time); reading them is not free: the archive grows with every run."""
+
+
+def _collect_finished(running: dict, failed: set[str], out: Path, log) -> bool:
+    """Archive the runs of ``running`` that ended (removing them); True if any did."""
+    ended = False
+    for pid in list(running):
+        core, spec, process, started = running[pid]
+        code = process.poll()
+        if code is None:
+            continue
+        ended = True
+        del running[pid]
+        minutes = (time.time() - started) / 60.0
+        if code != 0:
+            failed.add(spec.name)
+            log(f"{time.strftime('%H:%M:%S')} FAILED {spec.name} (exit {code}) after {minutes:.1f} min; "
+                f"see {out / 'logs' / (spec.name + '.log')}")
+            continue
+        run_dir = out / spec.name
+        if spec.phase.startswith("tune"):
+            add_tuning_row(spec, run_dir)
+        add_to_archive([_archive_record(run_dir, spec.name)])
+        log(f"{time.strftime('%H:%M:%S')} done  {spec.name} in {minutes:.1f} min, archived")
+    return ended
 
 
 # ------------------------------------------------------------------------------------------ the report
@@ -781,7 +805,7 @@ def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estima
                 out: Path) -> Path:
     """Per case: the median normalised loss over seeds (min-max band) against single-core minutes (left)
     and the IQM of the score with its interval per method at equal time and equal steps (right)."""
-    from trainers.experiments.plotting import _colours, _pyplot, _save
+    from trainers.experiments.plotting import _colours, _pyplot, save_figure
     plt = _pyplot()
     cases = [case for case in CASES if case in estimates]
     figure, axes = plt.subplots(len(cases), 2, figsize=(11, 3.3 * len(cases)), squeeze=False)
@@ -829,7 +853,7 @@ def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estima
         interval_axis.set_xlabel("IQM of 1 - loss / zero-control loss (o: equal time, s: equal steps)")
         interval_axis.set_title("95 % stratified-bootstrap intervals")
     figure.tight_layout()
-    return _save(figure, out)
+    return save_figure(figure, out)
 
 
 # ------------------------------------------------------------------------------------------ command line

@@ -10,7 +10,7 @@ episode i of the batch, flattened to M = steps · batch · action size entries:
 
 * J (M × P, P = number of params) stacks each control's Jacobian ∂N(o_{t,i}; θ)/∂θ at the rollout's own
   states (one row per control entry, the states held fixed: the partial Jacobian P_t of
-  docs/trainers.md);
+  docs/strategies.md);
 * ∂L/∂y (M) is each control's total loss sensitivity μ_t: the gradient of the batch loss with respect to
   an additive offset on that control, through the rest of the rollout (simulator and network
   feedback alike). Jᵀ ∂L/∂y is then exactly the ``bptt`` gradient;
@@ -32,7 +32,6 @@ epoch time). Metric ``hig_rank``: the number of singular values kept.
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from typing import Any
@@ -88,16 +87,26 @@ several times longer beside one other CPU-bound process with numpy's two threads
 measurement."""
 
 
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> Any:
-    from threadpoolctl import ThreadpoolController
-    return ThreadpoolController()
+def _release_blas_control() -> None:
+    """Let any thread change OpenBLAS's thread count again.
+
+    OpenBLAS built with pthreads (numpy's wheels) has one thread pool for the whole process, and
+    threadpoolctl (3.8 and later) lets only the first thread that limits it (its "controlling thread")
+    change it, ignoring the others silently until that thread releases control. jax runs the host
+    callback on whichever thread executes the program (the main thread or one of its own), so the
+    limiter releases control before it sets or restores the count (taking it over from any thread that
+    still holds it; the setting is process-wide in any case) and right after (so that no thread is left
+    holding it). Older threadpoolctl has no controlling thread, and this does nothing."""
+    import threadpoolctl
+    clear = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 class _HostBlasThreads:
-    """While any host decomposition runs, numpy's BLAS uses :data:`HOST_BLAS_THREADS` threads; the
-    process's own setting is restored when the last one ends (callbacks of a group split over several
-    devices may run at the same time)."""
+    """While any host decomposition runs, numpy's BLAS uses :data:`HOST_BLAS_THREADS` threads, whichever
+    thread runs it; the process's own setting is restored when the last one ends (callbacks of a group
+    split over several devices may run at the same time, on different threads)."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
@@ -107,15 +116,24 @@ class _HostBlasThreads:
     def __enter__(self) -> None:
         with self._guard:
             if self._users == 0 and HOST_BLAS_THREADS is not None:
-                self._limiter = _blas_controller().limit(limits=HOST_BLAS_THREADS, user_api="blas")
+                from threadpoolctl import ThreadpoolController   # a fresh look: BLAS libraries loaded since
+                _release_blas_control()
+                try:
+                    self._limiter = ThreadpoolController().limit(limits=HOST_BLAS_THREADS, user_api="blas")
+                finally:
+                    _release_blas_control()
             self._users += 1
 
     def __exit__(self, *exc_info: object) -> None:
         with self._guard:
             self._users -= 1
             if self._users == 0 and self._limiter is not None:
-                self._limiter.restore_original_limits()
-                self._limiter = None
+                limiter, self._limiter = self._limiter, None
+                _release_blas_control()
+                try:
+                    limiter.restore_original_limits()
+                finally:
+                    _release_blas_control()
 
 
 _host_blas_threads = _HostBlasThreads()
@@ -156,9 +174,11 @@ def half_inverse_apply(jacobian: Array, vector: Array, truncation: float) -> tup
     float64 Gram matrix in jax can not be formed inside a float32 vmapped program; this takes seconds.
     On-device float32 alternatives measured against it (``benchmarks/hig_under_load.py``): the Gram
     matrix's ``jnp.linalg.eigh`` loses the small singular values to float32 (hundreds of spurious ones
-    kept), and a QR of Jᵀ followed by the SVD of its triangle is accurate but slower than this. Numpy's
-    BLAS runs single-threaded here (:data:`HOST_BLAS_THREADS`), which keeps the time nearly unchanged
-    beside other busy processes. Under ``vmap`` (a sweep group) the runs are computed one after the other.
+    kept), and a QR of Jᵀ followed by the SVD of its triangle is accurate but slower than this; in a
+    float64 run (JAX x64 mode) the Gram matrix's ``jnp.linalg.eigh`` is as accurate but took 3 to 8 times
+    longer. Numpy's BLAS runs single-threaded here (:data:`HOST_BLAS_THREADS`, on whichever thread jax
+    runs the callback), which keeps it from slowing down several times beside other busy processes.
+    Under ``vmap`` (a sweep group) the runs are computed one after the other.
     """
     result_shapes = (jax.ShapeDtypeStruct((jacobian.shape[1],), jacobian.dtype),
                      jax.ShapeDtypeStruct((), jnp.int32))

@@ -1,0 +1,138 @@
+"""The study's strategies on differentiable environments of gymnax and brax: the tables and figure of
+docs/results-external.md.
+
+    python docs/external_tasks.py docs/results/external_tasks.csv.gz --plot docs/images/external_tasks.png
+
+The runs: every run of the archives or run directories given whose task is one of :data:`TASKS`
+(trained with its preset, ``trainers.presets.EXTERNAL_PRESETS``), grouped by task and strategy.
+
+The results table, per task and strategy: the seeds, the epochs, the test loss at epoch 0 and at the
+end (the median over the last 5 % of the epochs), each as the median over the seeds with their
+min-max, and the return at the end in the environment's own units: the sum of its rewards over the
+horizon, the mean over the test states (the loss is its negative). The verdict column says whether
+``combined`` beats ``bptt`` by more than the seed spread: its worst seed is better than ``bptt``'s best.
+
+The figure: one panel per task, the return on the test states against the epoch, the median over the
+seeds (moving average over 10 epochs) with their min-max as a band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from diffenvs.registry import canonical_name
+from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, median_range, moving_average,
+                                           save_figure, strategy_label)
+
+TASKS = {"gymnax:Pendulum-v1": "Pendulum-v1 (gymnax)", "gymnax:Reacher-misc": "Reacher-misc (gymnax)",
+         "gymnax:Swimmer-misc": "Swimmer-misc (gymnax)",
+         "brax:inverted_double_pendulum": "inverted_double_pendulum (brax)"}
+"""The tasks of the page, in its order, with their titles."""
+METHODS = ("bptt", "combined", "shac")
+SMOOTH = 10
+
+
+def collect(paths: Sequence[str | Path]) -> dict[str, dict[str, list[RunRecord]]]:
+    """The runs by task and strategy (of :data:`METHODS`), each list sorted by seed."""
+    runs: dict[str, dict[str, list[RunRecord]]] = {}
+    for record in find_runs(paths):
+        task = canonical_name(str(record.config.get("task", "")))
+        label = strategy_label(record.config)
+        if task in TASKS and label in METHODS and len(record.columns["test_loss"]) > 1:
+            runs.setdefault(task, {}).setdefault(label, []).append(record)
+    for methods in runs.values():
+        for records in methods.values():
+            records.sort(key=lambda record: int(record.config.get("seed", 0)))
+    if not runs:
+        raise ValueError(f"no runs of {', '.join(TASKS)} in {list(map(str, paths))}")
+    return runs
+
+
+def combined_beats_bptt(methods: dict[str, list[RunRecord]]) -> str:
+    """"yes" when every ``combined`` seed ends below every ``bptt`` seed (lower loss), "no, the reverse"
+    when every ``bptt`` seed ends below every ``combined`` seed, else "no: within the seed spread"."""
+    if "combined" not in methods or "bptt" not in methods:
+        return "–"
+    combined = [final_loss(record) for record in methods["combined"]]
+    bptt = [final_loss(record) for record in methods["bptt"]]
+    if max(combined) < min(bptt):
+        return "yes"
+    if max(bptt) < min(combined):
+        return "no: `bptt` is better"
+    return "no: within the seed spread"
+
+
+def results_markdown(paths: Sequence[str | Path]) -> str:
+    """The results table (markdown): one row per task and strategy."""
+    runs = collect(paths)
+    lines = ["| task | strategy | seeds | epochs | test loss at epoch 0 | at the end | return at the end | "
+             "`combined` beats `bptt` by more than the seed spread |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task, title in TASKS.items():
+        methods = runs.get(task, {})
+        verdict = combined_beats_bptt(methods)
+        for label in (label for label in METHODS if label in methods):
+            records = methods[label]
+            seeds = ", ".join(str(record.config.get("seed")) for record in records)
+            epochs = "/".join(map(str, sorted({len(record.columns["test_loss"]) - 1 for record in records})))
+            initial = [float(record.columns["test_loss"][0]) for record in records]
+            final = [final_loss(record) for record in records]
+            lines.append(f"| {title} | `{label}` | {seeds} | {epochs} | {median_range(initial)} | "
+                         f"{median_range(final)} | {median_range([-value for value in final])} | "
+                         f"{verdict if label == 'combined' else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(paths: Sequence[str | Path], out: Path) -> Path:
+    """The figure: one panel per task, the test return against the epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = collect(paths)
+    tasks = [task for task in TASKS if task in runs]
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks), 3.8), squeeze=False)
+    for axis, task in zip(axes[0], tasks):
+        for index, label in enumerate(METHODS):
+            records = runs[task].get(label)
+            if not records:
+                continue
+            length = min(len(record.columns["test_loss"]) for record in records)
+            window = min(SMOOTH, max(1, (length - 1) // 10))
+            curves = -np.array([moving_average(record.columns["test_loss"][:length], window) for record in records])
+            epochs = np.arange(length)
+            axis.plot(epochs, np.median(curves, axis=0), color=f"C{index}", label=label)
+            if len(records) > 1:
+                axis.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=f"C{index}", alpha=0.15,
+                                  linewidth=0)
+        axis.set_title(TASKS[task], fontsize=10)
+        axis.set_xlabel("epoch")
+        axis.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("return on the test states")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    return save_figure(figure, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run archives (.csv.gz) or folders of run directories")
+    parser.add_argument("--plot", type=Path, default=None, help="write the figure (PNG) here")
+    args = parser.parse_args(argv)
+    try:
+        sys.stdout.write(results_markdown(args.runs))
+        if args.plot is not None:
+            plot(args.runs, args.plot)
+    except (ValueError, OSError, KeyError) as error:
+        parser.error(str(error))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

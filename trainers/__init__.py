@@ -8,7 +8,8 @@ Examples:
 
 from trainers.networks import MLP, Controller, QuantumCNN, from_flax, study_controller
 from trainers.presets import (
-    COMPLEXITY_LEVELS, DEFAULT_PRESET, TASK_PRESETS, TaskPreset, add_task_preset, study_preset, task_preset,
+    COMPLEXITY_LEVELS, DEFAULT_PRESET, EXTERNAL_PRESETS, TASK_PRESETS, TaskPreset, add_task_preset, bounded_mlp,
+    study_preset, task_preset,
 )
 from trainers.rollout import Problem, first_nonfinite_step, make_gate, rollout_loss
 from trainers.strategies import (
@@ -21,7 +22,8 @@ from trainers.evaluation import Evaluation, evaluate_policy
 
 __all__ = [
     "MLP", "Controller", "QuantumCNN", "from_flax", "study_controller", "COMPLEXITY_LEVELS", "study_preset",
-    "DEFAULT_PRESET", "TASK_PRESETS", "TaskPreset", "add_task_preset", "task_preset",
+    "DEFAULT_PRESET", "EXTERNAL_PRESETS", "TASK_PRESETS", "TaskPreset", "add_task_preset", "bounded_mlp",
+    "task_preset",
     "Problem", "first_nonfinite_step", "make_gate", "rollout_loss", "STRATEGIES", "Strategy", "StrategyResult", "bptt", "combined",
     "es", "gated", "get_strategy", "modified", "network_only", "one_step", "parse_strategy", "register",
     "sign_agreement", "strategy_names", "truncated",

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import diffenvs
 from diffenvs.registry import canonical_name, is_builtin
+from trainers.networks import MLP, from_flax
 from trainers.training import TrainConfig
 
 COMPLEXITY_LEVELS: dict[str, tuple[str, tuple[Any, ...]]] = {
@@ -100,7 +101,6 @@ def bounded_mlp(bound: float) -> Callable[[Any], Any]:
         raise ValueError(f"bound must be a positive finite number, got {bound!r}")
 
     def network(env: Any) -> Any:
-        from trainers.networks import MLP, from_flax
         return from_flax(MLP(output_shape=tuple(env.action_shape(env.default_params)), output_bound=bound),
                          tuple(env.observation_shape(env.default_params)))
     return network
@@ -145,7 +145,7 @@ EXTERNAL_PRESETS: dict[str, TaskPreset] = {
     "brax:inverted_double_pendulum": TaskPreset(horizon=100, epochs=30, num_train=64, num_test=64,
                                                 env_params={"pipeline": "spring"}),
 }
-"""The presets the library ships for external environments (docs/external-tasks.md): gymnax's Pendulum-v1
+"""The presets the library ships for external environments (docs/external-environments.md): gymnax's Pendulum-v1
 at its own episode length (200 steps) with actions squashed into its torque range (-2, 2); Reacher-misc at
 its own length (100); Swimmer-misc at 200 of its 500 steps; brax's inverted_double_pendulum on the spring
 pipeline (the cheapest here) for 100 steps, with 64 + 64 initial states and 30 epochs (its steps cost

@@ -38,7 +38,7 @@ def test_every_nav_page_is_built(site: Path):
                  "sweeps/index.html", "run-directories/index.html", "cluster/index.html", "external-environments/index.html",
                  "physics/index.html", "trainers/index.html", "results/index.html", "results-cartpole/index.html",
                  "results-guidance/index.html", "results-quantum/index.html", "results-beyond/index.html",
-                 "results-modern/index.html", "results-protocol/index.html", "rl-comparison/index.html",
+                 "results-modern/index.html", "results-external/index.html", "results-protocol/index.html", "rl-comparison/index.html",
                  "performance/index.html", "measurements/index.html", "api/diffenvs/index.html",
                  "api/trainers/index.html"):
         assert (site / page).is_file(), page
@@ -74,7 +74,7 @@ def test_math_and_figures_are_in_the_pages(site: Path):
 def test_the_study_reports_open_short_and_with_their_table_or_figure():
     """A study report's page is read first: at most 200 lines, its table or figure within the first 30
     lines; the per-task detail, protocols and commands live on sub-pages."""
-    for name in ("results.md", "rl-comparison.md", "performance.md"):
+    for name in ("results.md", "rl-comparison.md", "performance.md", "results-external.md"):
         lines = (ROOT / "docs" / name).read_text().splitlines()
         assert len(lines) <= 200, f"docs/{name} has {len(lines)} lines; move detail to a sub-page"
         opening = "\n".join(lines[:30])

@@ -27,7 +27,7 @@ import numpy as np
 
 from diffenvs.registry import canonical_name
 from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, median_range, moving_average,
-                                           save_figure, strategy_label)
+                                           save_figure, seeds_epochs_initial, strategy_label)
 
 TASKS = {"gymnax:Pendulum-v1": "Pendulum-v1 (gymnax)", "gymnax:Reacher-misc": "Reacher-misc (gymnax)",
          "gymnax:Swimmer-misc": "Swimmer-misc (gymnax)",
@@ -78,9 +78,7 @@ def results_markdown(paths: Sequence[str | Path]) -> str:
         verdict = combined_beats_bptt(methods)
         for label in (label for label in METHODS if label in methods):
             records = methods[label]
-            seeds = ", ".join(str(record.config.get("seed")) for record in records)
-            epochs = "/".join(map(str, sorted({len(record.columns["test_loss"]) - 1 for record in records})))
-            initial = [float(record.columns["test_loss"][0]) for record in records]
+            seeds, epochs, initial = seeds_epochs_initial(records)
             final = [final_loss(record) for record in records]
             lines.append(f"| {title} | `{label}` | {seeds} | {epochs} | {median_range(initial)} | "
                          f"{median_range(final)} | {median_range([-value for value in final])} | "

@@ -32,7 +32,8 @@ import numpy as np
 
 from diffenvs.registry import canonical_name
 from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, loss_at_epoch, median_range,
-                                           moving_average, run_level, save_figure, strategy_label)
+                                           moving_average, run_level, save_figure, seeds_epochs_initial,
+                                           strategy_label)
 from trainers.presets import hardest_level
 
 HARDEST = {task: hardest_level(task) for task in ("cartpole", "guidance", "quantum")}
@@ -100,10 +101,8 @@ def comparison_markdown(paths: Sequence[str | Path]) -> str:
     for key in HARDEST:
         for label in sorted(runs.get(key, {}), key=_rank):
             records = runs[key][label]
-            seeds = ", ".join(str(record.config.get("seed")) for record in records)
-            epochs = sorted({len(record.columns["test_loss"]) - 1 for record in records})
-            initial = [float(record.columns["test_loss"][0]) for record in records]
-            lines.append(f"| {TASK_TITLES[key]} | `{label}` | {seeds} | {'/'.join(map(str, epochs))} | {COST[key][label]:g} | "
+            seeds, epochs, initial = seeds_epochs_initial(records)
+            lines.append(f"| {TASK_TITLES[key]} | `{label}` | {seeds} | {epochs} | {COST[key][label]:g} | "
                          f"{median_range(initial)} | {median_range([final_loss(record) for record in records])} | "
                          f"{median_range([loss_at_compute(record, COST[key][label]) for record in records])} |")
     return "\n".join(lines) + "\n"

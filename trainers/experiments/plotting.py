@@ -652,6 +652,14 @@ def final_loss(record: RunRecord, column: str = "test_loss") -> float:
     return loss_at_epoch(record, len(record.columns[column]) - 1, column)
 
 
+def seeds_epochs_initial(records: Sequence[RunRecord]) -> tuple[str, str, list[float]]:
+    """For the runs of one method: their seeds ("0, 1, 2"), their numbers of epochs ("300", or
+    "156/300" when they differ) and their test losses at epoch 0."""
+    seeds = ", ".join(str(record.config.get("seed")) for record in records)
+    epochs = "/".join(map(str, sorted({len(record.columns["test_loss"]) - 1 for record in records})))
+    return seeds, epochs, [float(record.columns["test_loss"][0]) for record in records]
+
+
 def _short_number(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 

@@ -129,3 +129,19 @@ def test_reference_loss_is_zero_control_on_the_seeds_test_states():
     zeros = jnp.zeros((env.num_steps(), 1))
     expected = np.mean([float(env.episode_loss(jax.tree.map(lambda x: x[i], states), zeros)) for i in range(4)])
     assert reference == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_statistics_count_one_run_per_seed_and_leave_the_longer_runs_out():
+    from trainers.experiments.rl_study import statistics_tables
+    rows = []
+    for seed in range(5):
+        for method, score in (("combined", 0.9), ("ppo", 0.5)):
+            rows.append({"case": "cartpole", "method": method, "seed": seed, "run": f"cartpole-{method}-seed{seed}",
+                         "loss_T": 1.0 - score, "score_T": score + 0.01 * seed, "score_steps": score})
+    for seed in range(3):                                   # longer runs on seeds 0-2: far better at T
+        rows.append({"case": "cartpole", "method": "ppo", "seed": seed, "run": f"cartpole-ppo-seed{seed}-long",
+                     "loss_T": 0.0, "score_T": 1.0, "score_steps": 1.0})
+    table, estimates = statistics_tables(rows, repetitions=200)
+    ppo_line = next(line for line in table.splitlines() if line.startswith("| cartpole | ppo |"))
+    assert ppo_line.split(" | ")[2] == "5"                 # five seeds, not eight runs
+    assert estimates["cartpole"]["T"]["ppo"].value == pytest.approx(0.52)     # IQM of 0.50..0.54

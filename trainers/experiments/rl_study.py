@@ -696,14 +696,16 @@ def _format(estimate: Any) -> str:
 
 def statistics_tables(rows: Sequence[dict[str, Any]], *, repetitions: int = REPETITIONS) -> tuple[str, dict]:
     """The Markdown tables (IQM of the score with 95 % intervals at equal time and equal steps, the
-    median loss and P(combined > method)) and the estimates behind them."""
+    median loss and P(combined > method)) and the estimates behind them, over the evaluation runs (one
+    per method and seed; the longer runs are left out)."""
     from trainers.experiments.rl_statistics import iqm_intervals, probability_of_improvement
     estimates: dict[str, Any] = {}
     lines = ["| case | method | seeds | IQM score, equal time [95 % CI] | IQM score, equal steps [95 % CI] | "
              "median loss, equal time (min-max) | P(combined > method) [95 % CI] |",
              "|---|---|---|---|---|---|---|"]
     for case in CASES:
-        case_rows = [row for row in rows if row["case"] == case]
+        # one run per method and seed: the longer runs repeat seeds 0-2 (they are read at their own budget)
+        case_rows = [row for row in rows if row["case"] == case and not row["run"].endswith("-long")]
         if not case_rows:
             continue
         methods = [method for method in METHODS if any(row["method"] == method for row in case_rows)]

@@ -27,7 +27,7 @@ import numpy as np
 
 from diffenvs.registry import canonical_name
 from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, median_range, moving_average,
-                                           save_figure, seeds_epochs_initial, strategy_label)
+                                           pyplot, save_figure, seeds_epochs_initial, strategy_label)
 
 TASKS = {"gymnax:Pendulum-v1": "Pendulum-v1 (gymnax)", "gymnax:Reacher-misc": "Reacher-misc (gymnax)",
          "gymnax:Swimmer-misc": "Swimmer-misc (gymnax)",
@@ -88,10 +88,7 @@ def results_markdown(paths: Sequence[str | Path]) -> str:
 
 def plot(paths: Sequence[str | Path], out: Path) -> Path:
     """The figure: one panel per task, the test return against the epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     runs = collect(paths)
     tasks = [task for task in TASKS if task in runs]
     figure, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks), 3.8), squeeze=False)

@@ -32,7 +32,7 @@ import numpy as np
 
 from diffenvs.registry import canonical_name
 from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, loss_at_epoch, median_range,
-                                           moving_average, run_level, save_figure, seeds_epochs_initial,
+                                           moving_average, run_level, pyplot, save_figure, seeds_epochs_initial,
                                            strategy_label)
 from trainers.presets import hardest_level
 
@@ -110,10 +110,7 @@ def comparison_markdown(paths: Sequence[str | Path]) -> str:
 
 def plot(paths: Sequence[str | Path], out: Path) -> Path:
     """The figure: one panel per task, test loss against the cost in ``bptt`` epochs."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     runs = collect(paths)
     keys = [key for key in HARDEST if key in runs]
     if not keys:

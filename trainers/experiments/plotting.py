@@ -229,7 +229,8 @@ def _readable_axes(axes: Any, x: str) -> None:
         axes.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot with the non-interactive Agg backend (figures are only written to files)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -339,7 +340,7 @@ def runs_figure(run_dirs: Sequence[str | Path | RunRecord], *, smooth: int = 1, 
     panels: dict[tuple[str, str], list[RunRecord]] = {}
     for record in runs:
         panels.setdefault(_problem_key(record.config), []).append(record)
-    plt = _pyplot()
+    plt = pyplot()
     colours = _colours([strategy_label(record.config) for record in runs])
     count = len(panels)
     columns = 1 if count == 1 else 2 if count <= 4 else 3
@@ -426,7 +427,7 @@ def plot_comparison(paths: Sequence[str | Path | RunRecord], out: str | Path, *,
     cases: dict[tuple[str, str], list[RunRecord]] = {}
     for record in runs:                             # baselines record the short task name, trainers the canonical
         cases.setdefault((canonical_name(record.config["task"]), str(run_level(record.config))), []).append(record)
-    plt = _pyplot()
+    plt = pyplot()
     colours = _colours([strategy_label(record.config) for record in runs])
     figure, axes = plt.subplots(len(cases), 2, figsize=(11, 3.4 * len(cases)), squeeze=False)
     for row, ((task, level), records) in enumerate(sorted(cases.items())):
@@ -481,7 +482,7 @@ def study_figure(paths: Sequence[str | Path | RunRecord], task: str, *, smooth: 
     levels = [level for level in study_levels if level in present] + sorted(present - set(study_levels), key=str)
     columns = 2 if len(levels) == 4 else min(len(levels), 3)
     rows = math.ceil(len(levels) / columns)
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
     colours = _colours([strategy_label(r.config) for r in runs])
     handles: dict[str, Any] = {}

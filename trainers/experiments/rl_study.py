@@ -59,6 +59,9 @@ BUDGET_EPOCHS = 1000
 """The budget T of every case: the single-core time of this many ``bptt`` epochs of the study's protocol
 (the study's length of a run)."""
 LONG_FACTOR = 4
+LONG_SUFFIX = "-long"
+"""Ends the name of a longer run (LONG_FACTOR T, seeds LONG_SEEDS): a repetition of an evaluation seed,
+read at its own budget and left out of the statistics at T."""
 LONG_CASES = ("cartpole", "guidance")
 LONG_SEEDS = (0, 1, 2)
 EVALUATIONS_PER_BUDGET = 40
@@ -129,7 +132,7 @@ def run_name(case: str, method: str, seed: int, phase: str, setting: dict[str, A
     level = hardest_level(task)
     name = f"{case}-{RUN_LEVEL_LABELS[parameter]}{level:g}-{method}-seed{seed}"
     if phase == "long":
-        name += "-long"
+        name += LONG_SUFFIX
     elif phase.startswith("tune"):
         short = {"learning_rate": "lr", "entropy_cost": "ent", "reward_scaling": "rs"}
         name += f"-{phase}-" + "-".join(f"{short.get(k, k)}{v:g}" for k, v in sorted((setting or {}).items()))
@@ -554,9 +557,6 @@ def run_study(out: Path, *, cases: Sequence[str] = CASES, jobs: int = 2, log=pri
             log(f"{time.strftime('%H:%M:%S')} start {spec.name}: {spec.units} {_unit_name(spec.method)} on core {free[0]}")
         if not running:
             return len(failed)
-        time.sleep(POLL_SECONDS)
-        if _collect_finished(running, failed, out, log):
-            planned_at = -math.inf
 
 
 POLL_SECONDS = 5.0
@@ -682,7 +682,7 @@ def readings(runs: Sequence[StudyRun], budgets: dict[str, Any]) -> list[dict[str
                "reference_loss": reference, "loss_start": float(run.losses[0]),
                "loss_T": loss_at(run.units, run.losses, units),
                "loss_long": (loss_at(run.units, run.losses, _rl_units(run.case, run.method, budgets, LONG_FACTOR))
-                             if run.name.endswith("-long") else math.nan),
+                             if run.name.endswith(LONG_SUFFIX) else math.nan),
                "equal_steps": equal_steps, "loss_steps": loss_at(run.env_steps, run.losses, equal_steps)}
         for key in ("T", "long", "steps"):
             row[f"score_{key}"] = 1.0 - row[f"loss_{key}"] / reference
@@ -705,7 +705,7 @@ def statistics_tables(rows: Sequence[dict[str, Any]], *, repetitions: int = REPE
              "|---|---|---|---|---|---|---|"]
     for case in CASES:
         # one run per method and seed: the longer runs repeat seeds 0-2 (they are read at their own budget)
-        case_rows = [row for row in rows if row["case"] == case and not row["run"].endswith("-long")]
+        case_rows = [row for row in rows if row["case"] == case and not row["run"].endswith(LONG_SUFFIX)]
         if not case_rows:
             continue
         methods = [method for method in METHODS if any(row["method"] == method for row in case_rows)]
@@ -807,8 +807,8 @@ def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estima
                 out: Path) -> Path:
     """Per case: the median normalised loss over seeds (min-max band) against single-core minutes (left)
     and the IQM of the score with its interval per method at equal time and equal steps (right)."""
-    from trainers.experiments.plotting import _colours, _pyplot, save_figure
-    plt = _pyplot()
+    from trainers.experiments.plotting import _colours, pyplot, save_figure
+    plt = pyplot()
     cases = [case for case in CASES if case in estimates]
     figure, axes = plt.subplots(len(cases), 2, figsize=(11, 3.3 * len(cases)), squeeze=False)
     colours = _colours(list(METHODS))
@@ -820,7 +820,7 @@ def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estima
             if not members:
                 continue
             rate = budgets["rates"][case][method]
-            limit = (LONG_FACTOR if any(run.name.endswith("-long") for run in members) else 1.0) \
+            limit = (LONG_FACTOR if any(run.name.endswith(LONG_SUFFIX) for run in members) else 1.0) \
                 * budget_seconds(case, budgets) / 60.0
             grid = np.linspace(0.0, limit, 200)
             curves = []

@@ -44,6 +44,21 @@ def test_successive_halving_keeps_the_best_half_and_picks_the_best_of_the_last_r
     assert best_settings(_tuning_rows.rows, ["cartpole"])[("cartpole", "ppo")] == grid[4]
 
 
+def test_the_plan_follows_the_settings_the_tuning_chose():
+    _tuning_rows.rows = []
+    grid = TUNING_GRIDS["ppo"]["cartpole"]
+    _tuning_rows("cartpole", "ppo", 0, [5.0, 1.0, math.nan, 3.0, 2.0, 4.0][:len(grid)])
+    _tuning_rows("cartpole", "ppo", 1, [0.9, 0.5, 0.7])
+    rows = _tuning_rows.rows
+    specs = [spec for spec in full_plan(BUDGETS, ["cartpole"], rows) if spec.method == "ppo"]
+    assert [spec.setting for spec in specs if spec.phase == "tune1"] == [grid[1], grid[4], grid[3]]
+    assert {json.dumps(spec.setting) for spec in specs if spec.phase == "eval"} == {json.dumps(grid[4])}
+    done = {row["run"] for row in rows}
+    table = plan_table(BUDGETS, ["cartpole"], done, rows)
+    tune1 = next(line for line in table.splitlines() if line.startswith("cartpole  ppo       tune1"))
+    assert tune1.split()[3:5] == ["3", "3"]                     # three runs, three done
+
+
 def test_budgets_are_equal_time_in_each_methods_units():
     seconds = rl_study.budget_seconds("cartpole", BUDGETS)
     assert seconds == pytest.approx(rl_study.BUDGET_EPOCHS / 10.0)

@@ -462,13 +462,17 @@ def done_names(archive: Path = ARCHIVE, tuning: Path = TUNING_CSV) -> set[str]:
     return names | {row["run"] for row in read_tuning(tuning)}
 
 
-def full_plan(budgets: dict[str, Any], cases: Sequence[str] = CASES) -> list[RunSpec]:
-    """Every run of the study, assuming the first grid setting wins each tuning (for the cost: settings
-    do not change the cost per step)."""
-    specs = tuning_runs(budgets, 0, survivors_of(0, [], cases), cases)
-    halves = {key: settings[:max(len(settings) // 2, 1)] for key, settings in survivors_of(0, [], cases).items()}
+def full_plan(budgets: dict[str, Any], cases: Sequence[str] = CASES,
+              tuning: Sequence[dict[str, Any]] = ()) -> list[RunSpec]:
+    """Every run of the study: the settings the tuning rows in ``tuning`` chose so far, and where a rung
+    is not decided yet, the first grid settings (for the cost: settings do not change the cost per step)."""
+    grid = survivors_of(0, [], cases)
+    specs = tuning_runs(budgets, 0, grid, cases)
+    decided = survivors_of(1, list(tuning), cases)
+    halves = {key: decided.get(key) or settings[:max(len(settings) // 2, 1)] for key, settings in grid.items()}
     specs += tuning_runs(budgets, 1, halves, cases)
-    assumed = {key: settings[0] for key, settings in halves.items()}
+    chosen = best_settings(list(tuning), cases)
+    assumed = {key: chosen.get(key, settings[0]) for key, settings in halves.items()}
     return specs + evaluation_runs(budgets, assumed, cases)
 
 
@@ -477,13 +481,15 @@ def run_seconds(spec: RunSpec, budgets: dict[str, Any]) -> float:
     return spec.units / budgets["rates"][spec.case][spec.method]
 
 
-def plan_table(budgets: dict[str, Any], cases: Sequence[str] = CASES, done: set[str] = frozenset()) -> str:
-    """The plan: per case and method the runs, budgets and estimated core-hours, and the total."""
+def plan_table(budgets: dict[str, Any], cases: Sequence[str] = CASES, done: set[str] = frozenset(),
+               tuning: Sequence[dict[str, Any]] = ()) -> str:
+    """The plan: per case and method the runs (done: those in ``done``), budgets and estimated core-hours,
+    and the total; ``tuning`` (rows of rl_tuning.csv) names the settings chosen so far."""
     lines = [f"{'case':9s} {'method':9s} {'phase':6s} {'runs':>4s} {'done':>4s} {'units per run':>14s} "
              f"{'core-hours':>10s} {'left':>6s}"]
     total = left = 0.0
     groups: dict[tuple[str, str, str], list[RunSpec]] = {}
-    for spec in full_plan(budgets, cases):
+    for spec in full_plan(budgets, cases, tuning):
         groups.setdefault((spec.case, spec.method, spec.phase), []).append(spec)
     for (case, method, phase), specs in groups.items():
         hours = sum(run_seconds(spec, budgets) for spec in specs) / 3600.0
@@ -907,7 +913,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     ready = [case for case in args.cases if calibrated(case, budgets)]
     if ready:
-        print(plan_table(budgets, ready, done_names()), flush=True)
+        print(plan_table(budgets, ready, done_names(), read_tuning()), flush=True)
     for case in sorted(set(args.cases) - set(ready)):
         print(f"{case}: not calibrated yet (diffenvs-rl-study calibrate --cases {case})", flush=True)
     if args.command == "run":

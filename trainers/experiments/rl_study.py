@@ -811,8 +811,8 @@ def replace_between_markers(page: Path, markers: tuple[str, str], text: str) -> 
 
 def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estimates: dict, budgets: dict[str, Any],
                 out: Path) -> Path:
-    """Per case: the median normalised loss over seeds (min-max band) against single-core minutes (left)
-    and the IQM of the score with its interval per method at equal time and equal steps (right)."""
+    """Per case: the median normalised loss over the evaluation seeds (min-max band) against single-core
+    minutes, and dashed the median of the longer runs (left), and the IQM of the score with its interval per method at equal time and equal steps (right)."""
     from trainers.experiments.plotting import _colours, pyplot, save_figure
     plt = pyplot()
     cases = [case for case in CASES if case in estimates]
@@ -823,24 +823,24 @@ def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estima
         curve_axis, interval_axis = axes[index]
         for method in METHODS:
             members = [run for run in runs if run.case == case and run.method == method]
-            if not members:
-                continue
-            rate = budgets["rates"][case][method]
-            limit = (LONG_FACTOR if any(run.name.endswith(LONG_SUFFIX) for run in members) else 1.0) \
-                * budget_seconds(case, budgets) / 60.0
-            grid = np.linspace(0.0, limit, 200)
-            curves = []
-            for run in members:
-                minutes = run.units / rate / 60.0
-                normalised = run.losses / references[(case, run.seed)]
-                curve = np.interp(grid, minutes, normalised, right=np.nan)
-                curves.append(curve)
-            curves = np.array(curves)
-            with np.errstate(all="ignore"):
-                median = np.nanmedian(curves, axis=0)
-            curve_axis.plot(grid, median, color=colours[method], label=f"{method} ({len(members)})")
-            curve_axis.fill_between(grid, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0),
-                                    color=colours[method], alpha=0.15, linewidth=0)
+            rate = budgets["rates"][case].get(method)
+            for longer in (False, True):
+                group = [run for run in members if run.name.endswith(LONG_SUFFIX) == longer]
+                if not group:
+                    continue
+                limit = (LONG_FACTOR if longer else 1.0) * budget_seconds(case, budgets) / 60.0
+                grid = np.linspace(0.0, limit, 200)
+                curves = np.array([np.interp(grid, run.units / rate / 60.0,
+                                             run.losses / references[(case, run.seed)], right=np.nan)
+                                   for run in group])
+                with np.errstate(all="ignore"):
+                    median = np.nanmedian(curves, axis=0)
+                label = f"{method} {LONG_FACTOR:g} T ({len(group)})" if longer else f"{method} ({len(group)})"
+                curve_axis.plot(grid, median, color=colours[method], label=label,
+                                linestyle="--" if longer else "-", linewidth=0.9 if longer else 1.5)
+                if not longer:
+                    curve_axis.fill_between(grid, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0),
+                                            color=colours[method], alpha=0.15, linewidth=0)
         curve_axis.axvline(budget_seconds(case, budgets) / 60.0, color="grey", linewidth=0.8, linestyle=":")
         curve_axis.set_yscale("log")
         curve_axis.set_xlabel("single-core minutes")

@@ -160,3 +160,15 @@ def test_the_statistics_count_one_run_per_seed_and_leave_the_longer_runs_out():
     ppo_line = next(line for line in table.splitlines() if line.startswith("| cartpole | ppo |"))
     assert ppo_line.split(" | ")[2] == "5"                 # five seeds, not eight runs
     assert estimates["cartpole"]["T"]["ppo"].value == pytest.approx(0.52)     # IQM of 0.50..0.54
+
+
+def test_the_separations_list_only_pairs_whose_intervals_do_not_overlap():
+    from trainers.experiments.rl_statistics import Estimate
+    from trainers.experiments.rl_study import separations_table
+    estimates = {"cartpole": {"T": {"combined": Estimate(0.9, 0.85, 0.95), "bptt": Estimate(0.8, 0.7, 0.86),
+                                    "ppo": Estimate(0.3, 0.1, 0.5)},
+                              "steps": {"combined": Estimate(0.5, 0.1, 0.9), "ppo": Estimate(0.4, 0.2, 0.6)}}}
+    table = separations_table(estimates, {"cartpole": {"combined": 5, "bptt": 5, "ppo": 5}})
+    lines = table.splitlines()
+    assert lines[2] == "| cartpole | equal time | combined > ppo; bptt > ppo | combined 5, bptt 5, ppo 5 |"
+    assert lines[3] == "| cartpole | equal steps | no two intervals separate | combined 5, bptt 5, ppo 5 |"

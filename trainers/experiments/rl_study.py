@@ -736,12 +736,33 @@ def statistics_tables(rows: Sequence[dict[str, Any]], *, repetitions: int = REPE
     return "\n".join(lines) + "\n", estimates
 
 
+SEPARATION_MARKERS = ("<!-- rl-study separations: written by diffenvs-rl-study report -->",
+                      "<!-- end of rl-study separations -->")
+READINGS = {"T": "equal time", "steps": "equal steps"}
+
+
+def separations_table(estimates: dict[str, Any], seeds: dict[str, dict[str, int]]) -> str:
+    """Markdown: per case and reading, each method followed by the methods whose IQM interval lies wholly
+    below its own (only pairs whose intervals separate), and the seeds per method behind them."""
+    lines = ["| case | reading | above (interval wholly above the ones listed) | seeds |", "|---|---|---|---|"]
+    for case, result in estimates.items():
+        counts = ", ".join(f"{method} {count}" for method, count in seeds[case].items())
+        for key, reading in READINGS.items():
+            intervals = result.get(key, {})
+            ranked = sorted(intervals, key=lambda method: -intervals[method].value)
+            above = [f"{method} > {', '.join(below)}" for method in ranked
+                     if (below := [other for other in ranked if intervals[method].low > intervals[other].high])]
+            lines.append(f"| {case} | {reading} | {'; '.join(above) or 'no two intervals separate'} | {counts} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(archive: Path = ARCHIVE, budgets_path: Path = BUDGETS_JSON, *, out_csv: Path = RESULTS / "rl_comparison.csv",
                  out_table: Path = RESULTS / "rl_comparison.md", figure: Path = Path("docs/images/rl_comparison.png"),
                  page: Path | None = Path("docs/rl-comparison.md"),
                  protocol_page: Path | None = Path("docs/rl-protocol.md"), repetitions: int = REPETITIONS) -> str:
-    """Read the archive, write the per-run readings (CSV), the statistics table (Markdown, also into
-    ``page`` between :data:`TABLE_MARKERS`) and the figure."""
+    """Read the archive, write the per-run readings (CSV), the statistics table and the separated pairs
+    (Markdown, also into ``page`` between :data:`TABLE_MARKERS` and :data:`SEPARATION_MARKERS`) and the
+    figure."""
     from trainers.experiments.plotting import csv_text
     budgets = load_budgets(budgets_path)
     runs = study_runs(archive)
@@ -750,10 +771,15 @@ def write_report(archive: Path = ARCHIVE, budgets_path: Path = BUDGETS_JSON, *, 
                "score_long", "equal_steps", "loss_steps", "score_steps")
     out_csv.write_text(csv_text(rows, columns))
     table, estimates = statistics_tables(rows, repetitions=repetitions)
-    out_table.write_text(table)
+    seeds = {case: {method: len({row["seed"] for row in rows if row["case"] == case and row["method"] == method
+                                 and not row["run"].endswith(LONG_SUFFIX)})
+                    for method in METHODS if method in estimates[case]["T"]} for case in estimates}
+    separations = separations_table(estimates, seeds)
+    out_table.write_text(table + "\n" + separations)
     draw_figure(runs, rows, estimates, budgets, figure)
     if page is not None and page.exists():
         replace_between_markers(page, TABLE_MARKERS, table)
+        replace_between_markers(page, SEPARATION_MARKERS, separations)
     if protocol_page is not None and protocol_page.exists():
         replace_between_markers(protocol_page, BUDGET_MARKERS, budgets_table(budgets))
         replace_between_markers(protocol_page, TUNING_MARKERS, tuning_table(read_tuning()))

@@ -835,6 +835,11 @@ def replace_between_markers(page: Path, markers: tuple[str, str], text: str) -> 
     page.write_text(f"{head}\n{text}{content[end:]}")
 
 
+FIGURE_START = 100
+"""The curves start at T / FIGURE_START: time is on a log axis, so that the start of training and the
+longer runs show on one plot."""
+
+
 def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estimates: dict, budgets: dict[str, Any],
                 out: Path) -> Path:
     """Per case: the median normalised loss over the evaluation seeds (min-max band) against single-core
@@ -855,7 +860,7 @@ def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estima
                 if not group:
                     continue
                 limit = (LONG_FACTOR if longer else 1.0) * budget_seconds(case, budgets) / 60.0
-                grid = np.linspace(0.0, limit, 200)
+                grid = np.geomspace(budget_seconds(case, budgets) / 60.0 / FIGURE_START, limit, 200)
                 curves = np.array([np.interp(grid, run.units / rate / 60.0,
                                              run.losses / references[(case, run.seed)], right=np.nan)
                                    for run in group])
@@ -869,7 +874,8 @@ def draw_figure(runs: Sequence[StudyRun], rows: Sequence[dict[str, Any]], estima
                                             color=colours[method], alpha=0.15, linewidth=0)
         curve_axis.axvline(budget_seconds(case, budgets) / 60.0, color="grey", linewidth=0.8, linestyle=":")
         curve_axis.set_yscale("log")
-        curve_axis.set_xlabel("single-core minutes")
+        curve_axis.set_xscale("log")
+        curve_axis.set_xlabel("single-core minutes (log)")
         curve_axis.set_ylabel("test loss / zero-control loss")
         curve_axis.set_title(f"{case} (hardest level): median over seeds, min-max band")
         curve_axis.legend(fontsize=7)

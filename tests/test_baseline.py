@@ -129,6 +129,21 @@ def test_final_evaluation_is_the_trainers_loss_of_the_returned_policy(tmp_path):
     assert rows[0]["test_loss"] != rows[-1]["test_loss"]   # the evaluation follows the training
 
 
+@pytest.mark.slow
+def test_sac_keeps_the_whole_run_in_its_replay_buffer(tmp_path):
+    """brax's replay queue moves all its contents on every insertion once it is full (0.4-0.6 of the
+    steps per second): by default it holds every step the run takes, brax's few steps past the budget
+    included, and not much more."""
+    hyper = {"num_envs": 4, "batch_size": 8, "grad_updates_per_step": 1, "min_replay_size": 8,
+             "hidden_layer_sizes": [16]}
+    result = train_baseline("cartpole", "sac", env_params={"num_poles": 1, "num_steps": 20}, seed=0, num_test=4,
+                            num_timesteps=90, eval_every=30, hyperparameters=hyper, out=tmp_path / "sac", quiet=True)
+    taken = max(row["env_steps"] for row in result.metrics)
+    buffer = rundir.read_config(tmp_path / "sac")["hyperparameters"]["max_replay_size"]
+    assert taken > 90                                          # brax rounds up to whole actor steps
+    assert taken <= buffer <= 90 + (len(result.metrics) + 1) * hyper["num_envs"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["cartpole", "--algo", "dqn"], "argument --algo: invalid choice: 'dqn'"),
     (["cartpole", "--algo", "ppo", "--timesteps", "0"], "--timesteps must be an integer >= 1"),
@@ -138,6 +153,7 @@ def test_final_evaluation_is_the_trainers_loss_of_the_returned_policy(tmp_path):
     (["cartpole", "--algo", "ppo", "--action-scale", "0"], "--action-scale must be"),
     (["cartpole", "--algo", "sac", "--eval-every", "0"], "--eval-every must be an integer >= 1"),
     (["cartpole", "--algo", "ppo", "--test-size", "0"], "--test-size must be an integer >= 1"),
+    (["cartpole", "--algo", "sac", "--set", "max_replay_size=0"], "max_replay_size must be an integer >= 1"),
 ])
 def test_bad_input_is_refused_before_training(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as raised:

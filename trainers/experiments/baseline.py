@@ -96,7 +96,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 value_hidden_layer_sizes=(100, 100), eval_every=200_000, num_timesteps=2_000_000),
     "sac": dict(num_envs=64, batch_size=256, grad_updates_per_step=8, learning_rate=3e-4, discounting=0.99,
                 reward_scaling=1.0, normalize_observations=True, min_replay_size=4096,
-                max_replay_size=2 ** 18, hidden_layer_sizes=(128, 128), eval_every=20_000,
+                max_replay_size=None, hidden_layer_sizes=(128, 128), eval_every=20_000,
                 num_timesteps=200_000),
     "apg": dict(num_envs=16, horizon_length=None, learning_rate=3e-4, use_schedule=False,
                 normalize_observations=True, hidden_layer_sizes=(100, 100), eval_every=200_000,
@@ -104,7 +104,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 """Default hyperparameters per algorithm (brax ``train`` arguments, network sizes, and the evaluation
 interval ``eval_every`` and step budget ``num_timesteps`` in environment steps). ``horizon_length``
-None means num_steps."""
+None means num_steps; SAC's ``max_replay_size`` None means the whole run (``num_timesteps`` and the few steps brax
+takes past it), or
+:data:`TIME_BUDGET_REPLAY_SIZE` transitions for a run stopped by a time budget."""
+
+TIME_BUDGET_REPLAY_SIZE = 2 ** 20
+"""SAC's replay buffer, in transitions, for a run stopped by a time budget (its steps are not known in
+advance). brax's buffer is a queue that, once full, moves all of its contents on every insertion,
+which cut SAC's steps per second to 0.4-0.6 of the rate before; so by default it holds the whole run."""
 
 TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("ppo", "CartPole"): dict(discounting=0.995),
@@ -279,6 +286,12 @@ def train_baseline(task: str, algo: str, *, env_params: dict | None = None, acti
         brax_kwargs["num_timesteps"] = steps_limit
     if algo == "sac" and brax_kwargs.get("min_replay_size", 0) >= steps_limit:
         brax_kwargs["min_replay_size"] = 0
+    if algo == "sac":
+        replay = brax_kwargs.get("max_replay_size")
+        if replay is None:      # brax runs up to one actor step per evaluation (and prefill) past num_timesteps
+            replay = (num_timesteps + (num_evals + 1) * brax_kwargs["num_envs"] if num_timesteps is not None
+                      else TIME_BUDGET_REPLAY_SIZE)
+        brax_kwargs["max_replay_size"] = check_count("max_replay_size", replay)
 
     states = evaluation_states(short, env_params, seed, num_test)
     TestSetEnv = _test_set_env_class()

@@ -18,7 +18,6 @@ seeds (moving average over 10 epochs) with their min-max as a band.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -27,7 +26,8 @@ import numpy as np
 
 from diffenvs.registry import canonical_name
 from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, median_range, moving_average,
-                                           pyplot, save_figure, seeds_epochs_initial, strategy_label)
+                                           pyplot, save_figure, seeds_epochs_initial, strategy_label,
+                                           tables_and_figure_command)
 
 TASKS = {"gymnax:Pendulum-v1": "Pendulum-v1 (gymnax)", "gymnax:Reacher-misc": "Reacher-misc (gymnax)",
          "gymnax:Swimmer-misc": "Swimmer-misc (gymnax)",
@@ -116,17 +116,7 @@ def plot(paths: Sequence[str | Path], out: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run archives (.csv.gz) or folders of run directories")
-    parser.add_argument("--plot", type=Path, default=None, help="write the figure (PNG) here")
-    args = parser.parse_args(argv)
-    try:
-        sys.stdout.write(results_markdown(args.runs))
-        if args.plot is not None:
-            plot(args.runs, args.plot)
-    except (ValueError, OSError, KeyError) as error:
-        parser.error(str(error))
-    return 0
+    return tables_and_figure_command(__doc__, results_markdown, plot, argv)
 
 
 if __name__ == "__main__":

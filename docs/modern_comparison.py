@@ -23,7 +23,6 @@ fewer for short runs) with the seeds' min-max as a band.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +32,7 @@ import numpy as np
 from diffenvs.registry import canonical_name
 from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, loss_at_epoch, median_range,
                                            moving_average, run_level, pyplot, save_figure, seeds_epochs_initial,
-                                           strategy_label)
+                                           strategy_label, tables_and_figure_command)
 from trainers.presets import hardest_level
 
 HARDEST = {task: hardest_level(task) for task in ("cartpole", "guidance", "quantum")}
@@ -145,17 +144,7 @@ def plot(paths: Sequence[str | Path], out: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run archives (.csv.gz) or folders of run directories")
-    parser.add_argument("--plot", type=Path, default=None, help="write the figure (PNG) here")
-    args = parser.parse_args(argv)
-    try:
-        sys.stdout.write(comparison_markdown(args.runs))
-        if args.plot is not None:
-            plot(args.runs, args.plot)
-    except (ValueError, OSError) as error:
-        parser.error(str(error))
-    return 0
+    return tables_and_figure_command(__doc__, comparison_markdown, plot, argv)
 
 
 if __name__ == "__main__":

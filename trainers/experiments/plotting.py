@@ -14,14 +14,16 @@ Run archives (``.csv.gz`` files of :mod:`trainers.experiments.archive`) are read
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import io
 import json
 import math
+import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -673,3 +675,21 @@ def median_range(values: Sequence[float]) -> str:
     dash = " to " if min(values) < 0 else "–"
     return (f"{_short_number(float(np.median(values)))} "
             f"({_short_number(min(values))}{dash}{_short_number(max(values))})")
+
+
+def tables_and_figure_command(description: str, markdown: Callable[[Sequence[str]], str],
+                              plot: Callable[[Sequence[str], Path], Any], argv: Sequence[str] | None = None) -> int:
+    """The command line of a docs script that prints the Markdown tables of some runs and may plot them:
+    ``RUNS... [--plot PNG]``, where RUNS are run archives or folders of run directories. Bad runs or a
+    path that cannot be written end in a one-line usage error (exit status 2)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run archives (.csv.gz) or folders of run directories")
+    parser.add_argument("--plot", type=Path, default=None, help="write the figure (PNG) here")
+    args = parser.parse_args(argv)
+    try:
+        sys.stdout.write(markdown(args.runs))
+        if args.plot is not None:
+            plot(args.runs, args.plot)
+    except (ValueError, OSError, KeyError) as error:
+        parser.error(str(error))
+    return 0

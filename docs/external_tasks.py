@@ -22,10 +22,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from diffenvs.registry import canonical_name
-from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, median_range, moving_average,
+from trainers.experiments.plotting import (RunRecord, draw_seed_band, final_loss, find_runs, median_range,
                                            pyplot, save_figure, seeds_epochs_initial, strategy_label,
                                            tables_and_figure_command)
 
@@ -97,14 +95,7 @@ def plot(paths: Sequence[str | Path], out: Path) -> Path:
             records = runs[task].get(label)
             if not records:
                 continue
-            length = min(len(record.columns["test_loss"]) for record in records)
-            window = min(SMOOTH, max(1, (length - 1) // 10))
-            curves = -np.array([moving_average(record.columns["test_loss"][:length], window) for record in records])
-            epochs = np.arange(length)
-            axis.plot(epochs, np.median(curves, axis=0), color=f"C{index}", label=label)
-            if len(records) > 1:
-                axis.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=f"C{index}", alpha=0.15,
-                                  linewidth=0)
+            draw_seed_band(axis, records, colour=f"C{index}", label=label, smooth=SMOOTH, sign=-1.0)
         axis.set_title(TASKS[task], fontsize=10)
         axis.set_xlabel("epoch")
         axis.grid(True, alpha=0.3)

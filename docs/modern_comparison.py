@@ -27,11 +27,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from diffenvs.registry import canonical_name
-from trainers.experiments.plotting import (RunRecord, final_loss, find_runs, loss_at_epoch, median_range,
-                                           moving_average, run_level, pyplot, save_figure, seeds_epochs_initial,
+from trainers.experiments.plotting import (RunRecord, draw_seed_band, final_loss, find_runs, loss_at_epoch,
+                                           median_range, run_level, pyplot, save_figure, seeds_epochs_initial,
                                            strategy_label, tables_and_figure_command)
 from trainers.presets import hardest_level
 
@@ -119,15 +117,8 @@ def plot(paths: Sequence[str | Path], out: Path) -> Path:
     for axis, key in zip(axes[0], keys):
         for label in sorted(runs[key], key=_rank):
             records = runs[key][label]
-            length = min(len(record.columns["test_loss"]) for record in records)
-            window = min(SMOOTH, max(1, (length - 1) // 10))
-            curves = np.array([moving_average(record.columns["test_loss"][:length], window) for record in records])
-            x = np.arange(length) * COST[key][label]
-            colour = colours.get(label, "k")
-            axis.plot(x, np.median(curves, axis=0), color=colour, label=label,
-                      marker="o" if length <= 10 else None)
-            if len(records) > 1:
-                axis.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=colour, alpha=0.15, linewidth=0)
+            draw_seed_band(axis, records, colour=colours.get(label, "k"), label=label, smooth=SMOOTH,
+                           epoch_scale=COST[key][label])
         axis.set_yscale("log")
         axis.set_title(TASK_TITLES[key])
         axis.set_xlabel("cost in bptt epochs (epoch × cost ratio)")

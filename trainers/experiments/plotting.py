@@ -373,6 +373,21 @@ def runs_figure(run_dirs: Sequence[str | Path | RunRecord], *, smooth: int = 1, 
     return figure
 
 
+def draw_seed_band(axis: Any, records: Sequence[RunRecord], *, colour: str, label: str, smooth: int = 10,
+                   epoch_scale: float = 1.0, sign: float = 1.0) -> None:
+    """Draw on ``axis`` the median over ``records`` (one per seed) of their test loss times ``sign``, as a
+    moving average over ``smooth`` epochs (at most a tenth of the run), against the epoch times
+    ``epoch_scale``, with the seeds' min-max as a band. Runs are cut to the shortest; a run of at most
+    10 epochs gets a marker at each."""
+    length = min(len(record.columns["test_loss"]) for record in records)
+    window = min(smooth, max(1, (length - 1) // 10))
+    curves = sign * np.array([moving_average(record.columns["test_loss"][:length], window) for record in records])
+    x = np.arange(length) * epoch_scale
+    axis.plot(x, np.median(curves, axis=0), color=colour, label=label, marker="o" if length <= 10 else None)
+    if len(records) > 1:
+        axis.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=colour, alpha=0.15, linewidth=0)
+
+
 def plot_runs(run_dirs: Sequence[str | Path | RunRecord], out: str | Path, *, smooth: int = 1,
               title: str | None = None, x: str | None = None) -> Path:
     """Draw the test loss of each run on a log scale and save it as a PNG at ``out``.
